@@ -1,0 +1,551 @@
+"""Typed models of everything the stacks hold, validated once at program start.
+
+Project-level keys (`Pulumi.yaml`, shared by every host) and host keys
+(`Pulumi.<stack>.yaml`) are read into one frozen `StackConfig`. Structural
+errors come from pydantic; cross-field rules (a scheduled source must be
+mounted, a mounted source must be scheduled, ...) from `_consistency_problems`.
+`load_stack_config` reports *every* problem at once, each named by its config
+key, before any resource is declared.
+
+Nothing here imports pulumi: `__main__.py` hands over plain dicts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+
+PROJECT = "homelab-backup"
+
+# Keys of the stack's config, in the project's namespace (`homelab-backup:<key>`).
+PROJECT_KEYS = ("images", "repository", "policy", "keyVault")
+HOST_KEYS = ("host", "kopia", "openlist")
+
+# Kopia's own directories inside the container: a backup source mounted here would shadow them.
+KOPIA_RESERVED_DIRS = ("/app",)
+
+_HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[0-9]+)?[a-z0-9._/-]*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9/._+@-]*$")
+_PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# What OpenList lists for an empty folder, whatever prefix was asked for (FACTS.md).
+OPENLIST_EMPTY_FOLDER_MARKER = "ThisIsAnEmptyFolderInTheS3Bucket"
+
+# Kopia 0.22.3's compressor names (`kopia benchmark compression` lists them).
+Compressor = Literal[
+    "none",
+    "deflate-best-compression",
+    "deflate-best-speed",
+    "deflate-default",
+    "gzip",
+    "gzip-best-compression",
+    "gzip-best-speed",
+    "lz4",
+    "pgzip",
+    "pgzip-best-compression",
+    "pgzip-best-speed",
+    "s2-better",
+    "s2-default",
+    "s2-parallel-4",
+    "s2-parallel-8",
+    "zstd",
+    "zstd-better-compression",
+    "zstd-best-compression",
+    "zstd-fastest",
+]
+
+
+# ---------------------------------------------------------------- field types
+
+
+def _absolute_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("must be an absolute path (start with '/')")
+    if value != "/" and value.endswith("/"):
+        raise ValueError("must not end with '/'")
+    if any(part in (".", "..") for part in value.split("/")):
+        raise ValueError("must not contain '.' or '..' segments")
+    if not _SAFE_PATH.match(value):
+        raise ValueError("may hold only letters, digits and '/._+@-' (it goes into shell commands and Kopia's policy)")
+    return value
+
+
+def _hostname(value: str) -> str:
+    if not _HOSTNAME.match(value):
+        raise ValueError("must be a lowercase DNS label (letters, digits, '-')")
+    return value
+
+
+def _username(value: str) -> str:
+    if not _USERNAME.match(value):
+        raise ValueError("must be a lowercase user name (letters, digits, '_', '-')")
+    return value
+
+
+def _ip_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("must be an IP address (ports are bound to it)") from None
+    return value
+
+
+def _pinned_image(value: str) -> str:
+    if not _IMAGE.match(value):
+        raise ValueError("must be '<repository>:<tag>' with an explicit tag")
+    if value.rsplit(":", 1)[1] == "latest":
+        raise ValueError("must pin a release, not ':latest'")
+    return value
+
+
+AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
+HostName = Annotated[str, AfterValidator(_hostname)]
+UserName = Annotated[str, AfterValidator(_username)]
+IpAddress = Annotated[str, AfterValidator(_ip_address)]
+PinnedImage = Annotated[str, AfterValidator(_pinned_image)]
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where a secret lives; never the secret itself.
+
+    `azure://<vault>/<secret>[/<field>]`: a Key Vault secret, or one key of a
+    JSON or dotenv secret value. `config:<key>`: a Pulumi config secret of this
+    stack (`pulumi config set --secret <key> ...`).
+    """
+
+    text: str
+    vault: str | None = None
+    secret: str | None = None
+    field: str | None = None
+    config_key: str | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+_AZURE_REF = re.compile(
+    r"^azure://(?P<vault>[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9])/(?P<secret>[A-Za-z0-9-]{1,127})(/(?P<field>[^/\s]+))?$"
+)
+_CONFIG_REF = re.compile(r"^config:(?P<key>[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?)$")
+
+
+def parse_secret_ref(value: Any) -> SecretRef:
+    """Parse a reference string; the error says which forms are accepted."""
+    if isinstance(value, SecretRef):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a secret reference string")
+    if match := _AZURE_REF.match(value):
+        return SecretRef(value, vault=match["vault"], secret=match["secret"], field=match["field"])
+    if match := _CONFIG_REF.match(value):
+        return SecretRef(value, config_key=match["key"])
+    raise ValueError(
+        "must be a secret reference: 'azure://<vault>/<secret>[/<field>]' (Key Vault names: letters, digits, '-')"
+        " or 'config:<key>' (a Pulumi config secret); never the secret value itself"
+    )
+
+
+SecretReference = Annotated[
+    SecretRef,
+    PlainValidator(parse_secret_ref),
+    PlainSerializer(str),
+    WithJsonSchema({"type": "string", "pattern": f"{_AZURE_REF.pattern}|{_CONFIG_REF.pattern}"}),
+]
+
+
+class _Model(BaseModel):
+    """Base: YAML keys are camelCase aliases; unknown keys are errors; values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# ---------------------------------------------------------------- project-level models
+
+
+class Images(_Model):
+    kopia: PinnedImage = Field(description="Kopia server image, e.g. kopia/kopia:0.22.3")
+    openlist: PinnedImage = Field(description="OpenList image (v4.1.9+: uploads need real modification times)")
+
+
+class Repository(_Model):
+    bucket: str = Field(description="S3 bucket both hosts write to (an OpenList S3 bucket name)")
+    prefix: str = Field(description="object prefix inside the bucket, e.g. 'main/'")
+    username: UserName = Field(description="Kopia user of every host's identity <username>@<host>")
+    maintenance_owner: str = Field(
+        alias="maintenanceOwner",
+        description="<username>@<host> that runs maintenance and is the only host allowed to create the repository",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Repository:
+        problems = []
+        if not _BUCKET.match(self.bucket):
+            problems.append("bucket: must be 3-63 lowercase letters, digits, '.', '-'")
+        problems.extend(f"prefix: {p}" for p in _prefix_problems(self.prefix))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _prefix_problems(prefix: str) -> list[str]:
+    if not prefix:
+        # An empty folder in OpenList lists a fake object, so the bucket root can never look empty.
+        return [
+            f"must not be empty: OpenList lists '{OPENLIST_EMPTY_FOLDER_MARKER}' in an empty bucket root,"
+            " which makes 'kopia repository create' fail; use e.g. 'main/'"
+        ]
+    problems = []
+    if not prefix.endswith("/"):
+        problems.append(f"must end with '/' (a folder), e.g. '{prefix}/'")
+    segments = prefix.rstrip("/").split("/")
+    if prefix.startswith("/") or not all(_PREFIX_SEGMENT.match(s) for s in segments):
+        problems.append("must be folder names of letters, digits, '.', '_', '-' separated by '/', no leading '/'")
+    if OPENLIST_EMPTY_FOLDER_MARKER in prefix:
+        problems.append(f"must not contain OpenList's empty-folder marker '{OPENLIST_EMPTY_FOLDER_MARKER}'")
+    return problems
+
+
+class Retention(_Model):
+    """Kopia retention; unset values inherit from the repository's (global) policy."""
+
+    keep_latest: int | None = Field(default=None, alias="keepLatest", ge=0)
+    keep_hourly: int | None = Field(default=None, alias="keepHourly", ge=0)
+    keep_daily: int | None = Field(default=None, alias="keepDaily", ge=0)
+    keep_weekly: int | None = Field(default=None, alias="keepWeekly", ge=0)
+    keep_monthly: int | None = Field(default=None, alias="keepMonthly", ge=0)
+    keep_annual: int | None = Field(default=None, alias="keepAnnual", ge=0)
+
+
+class SourceTarget(_Model):
+    """A scheduled source `<user>@<host>:<path>`, parsed."""
+
+    user: UserName
+    host: HostName
+    path: AbsolutePath
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.host}:{self.path}"
+
+
+def _parse_target(value: Any) -> Any:
+    if isinstance(value, str):
+        match = re.match(r"^([^@:]+)@([^@:]+):(/.*)$", value)
+        if not match:
+            raise ValueError("must be '<user>@<host>:/<path>', e.g. 'shelken@vps:/backup/data'")
+        return {"user": match[1], "host": match[2], "path": match[3]}
+    return value
+
+
+class Policy(_Model):
+    """The one backup policy of the repository, rendered to the same policy.json on every host."""
+
+    retention: Retention
+    compression: Compressor
+    interval_seconds: int = Field(alias="intervalSeconds", ge=60, description="snapshot interval of every source")
+    sources: list[SourceTarget] = Field(min_length=1, description="'<user>@<host>:/<path>' of every host")
+
+
+class KeyVault(_Model):
+    url_template: str = Field(
+        default="https://{vault}.vault.azure.net",
+        alias="urlTemplate",
+        description="data-plane base URL; {vault} is replaced by the reference's vault name",
+    )
+    api_version: str = Field(default="7.4", alias="apiVersion")
+
+
+# ---------------------------------------------------------------- host models
+
+
+class Ssh(_Model):
+    user: UserName
+    address: str = Field(min_length=1, description="host name or IP the operator's machine reaches")
+    port: int = Field(default=22, ge=1, le=65535)
+    host_key: str = Field(
+        alias="hostKey",
+        description="the host's public key, as in known_hosts without the host column: 'ssh-ed25519 AAAA...'",
+    )
+    private_key: SecretReference | None = Field(
+        default=None, alias="privateKey", description="secret reference; unset: use the ssh-agent"
+    )
+    options: list[str] = Field(default_factory=list, description="extra ssh options, e.g. ['-o', 'ConnectTimeout=10']")
+
+    @model_validator(mode="after")
+    def _check(self) -> Ssh:
+        problems = []
+        if not re.match(
+            r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-\S+) [A-Za-z0-9+/=]{20,}$", self.host_key
+        ):
+            problems.append(
+                "hostKey: must be '<type> <base64>' as printed by 'ssh-keyscan -t ed25519 <host>' (without the host)"
+            )
+        joined = " ".join(self.options).replace(" ", "").lower()
+        if "stricthostkeychecking=no" in joined or "userknownhostsfile=/dev/null" in joined:
+            problems.append("options: must not disable host key checking; pin the key with hostKey instead")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class Network(_Model):
+    name: str = Field(default="homelab", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    create: bool = Field(default=False, description="true: this stack creates the network; false: it must exist")
+
+
+class Host(_Model):
+    name: HostName = Field(description="host name: container hostname and Kopia identity <username>@<name>")
+    deploy_address: IpAddress = Field(alias="deployAddress", description="address published ports bind to")
+    ssh: Ssh
+    data_dir: AbsolutePath = Field(alias="dataDir", description="host dir holding the containers' persistent data")
+    config_dir: AbsolutePath = Field(alias="configDir", description="host dir Pulumi writes Kopia's config files to")
+    network: Network = Field(default_factory=Network)
+    kopia_data_dir: AbsolutePath | None = Field(
+        default=None,
+        alias="kopiaDataDir",
+        description="Kopia's cache, logs and state; default <dataDir>/kopia. Must lie outside every backup source",
+    )
+    homepage_group: str | None = Field(default=None, alias="homepageGroup", description="homepage.group label")
+
+    @property
+    def kopia_dir(self) -> str:
+        return self.kopia_data_dir or f"{self.data_dir}/kopia"
+
+    timezone: str = Field(default="Asia/Shanghai")
+
+
+class BackupSource(_Model):
+    host_path: AbsolutePath = Field(alias="hostPath", description="directory on the host")
+    path: AbsolutePath = Field(description="where it is mounted read-only in the container; the policy names this path")
+
+
+class S3(_Model):
+    endpoint: SecretReference | None = Field(
+        default=None,
+        description="reference to 'http(s)://host:port'; omit on a stack that deploys OpenList (then Kopia uses it)",
+    )
+    access_key_id: SecretReference = Field(alias="accessKeyId")
+    secret_access_key: SecretReference = Field(alias="secretAccessKey")
+
+
+class KopiaSecrets(_Model):
+    repository_password: SecretReference = Field(alias="repositoryPassword")
+    server_username: SecretReference = Field(alias="serverUsername")
+    server_password: SecretReference = Field(alias="serverPassword")
+    server_control_password: SecretReference = Field(
+        alias="serverControlPassword", description="for health checks (control API), separate from the UI login"
+    )
+
+
+class KopiaServer(_Model):
+    port: int = Field(default=51515, ge=1, le=65535)
+    insecure: bool = Field(
+        default=False, description="true: serve plain HTTP (kopia --insecure). Visible opt-out of TLS"
+    )
+    refresh_interval: str = Field(
+        default="5m",
+        alias="refreshInterval",
+        pattern=r"^[0-9]+(s|m|h)$",
+        description="how often the server re-reads sources; a failed snapshot is retried only then (kopia #5521)",
+    )
+    tls_validity_days: int = Field(default=3650, alias="tlsValidityDays", ge=30)
+
+
+class Kopia(_Model):
+    container_name: str = Field(default="kopia", alias="containerName", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+    sources: list[BackupSource] = Field(min_length=1)
+    s3: S3
+    secrets: KopiaSecrets
+    server: KopiaServer = Field(default_factory=KopiaServer)
+
+
+class OpenList(_Model):
+    container_name: str = Field(default="openlist", alias="containerName", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+    web_port: int = Field(default=5244, alias="webPort", ge=1, le=65535)
+    s3_port: int = Field(default=5246, alias="s3Port", ge=1, le=65535)
+
+
+# ---------------------------------------------------------------- root
+
+
+class StackConfig(_Model):
+    images: Images
+    repository: Repository
+    policy: Policy
+    key_vault: KeyVault = Field(default_factory=KeyVault, alias="keyVault")
+    host: Host
+    kopia: Kopia
+    openlist: OpenList | None = None
+
+    @property
+    def identity(self) -> str:
+        return f"{self.repository.username}@{self.host.name}"
+
+    @property
+    def host_sources(self) -> list[SourceTarget]:
+        """The policy's sources that this host backs up."""
+        return [s for s in self.policy.sources if s.host == self.host.name]
+
+    @property
+    def is_maintenance_owner(self) -> bool:
+        return self.repository.maintenance_owner == self.identity
+
+
+class ConfigError(Exception):
+    """Invalid stack config: every problem, each with its `homelab-backup:<key>` path."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        lines = "\n".join(f"  - {key}: {message}" for key, message in problems)
+        super().__init__(
+            f"invalid stack config ({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n{lines}\n"
+            "Fix them with 'pulumi config set --path ...' or in Pulumi.yaml / Pulumi.<stack>.yaml, then preview again."
+        )
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return f"{PROJECT}:{path}"
+
+
+def _pydantic_problems(error: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for item in error.errors(include_url=False):
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            message = "is required"
+        elif item["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling)"
+        # Model-level rules report "field: message; field: message" at the model's own key.
+        if item["type"] == "value_error" and ": " in message and loc and not isinstance(loc[-1], int):
+            for part in message.split("; "):
+                field, _, text = part.partition(": ")
+                problems.append((_key((*loc, field)), text))
+            continue
+        problems.append((_key(loc), message))
+    return problems
+
+
+def _consistency_problems(config: StackConfig) -> list[tuple[str, str]]:
+    """Rules that span keys: what is scheduled must be mounted, and the other way round."""
+    problems: list[tuple[str, str]] = []
+    mounted = {s.path: i for i, s in enumerate(config.kopia.sources)}
+    scheduled = {str(s) for s in config.policy.sources}
+    hosts_in_policy = {s.host for s in config.policy.sources}
+
+    seen_targets: set[str] = set()
+    for i, target in enumerate(config.policy.sources):
+        key = f"{PROJECT}:policy.sources[{i}]"
+        if str(target) in seen_targets:
+            problems.append((key, f"'{target}' is listed twice"))
+        seen_targets.add(str(target))
+        if target.user != config.repository.username:
+            problems.append(
+                (key, f"user '{target.user}' differs from repository.username '{config.repository.username}'")
+            )
+        if target.host == config.host.name and target.path not in mounted:
+            problems.append(
+                (
+                    key,
+                    f"'{target}' is scheduled but {target.path} is not mounted on host '{config.host.name}'"
+                    f" (mounted: {', '.join(sorted(mounted)) or 'nothing'}); add it to kopia.sources",
+                )
+            )
+
+    seen_paths: set[str] = set()
+    for i, source in enumerate(config.kopia.sources):
+        key = f"{PROJECT}:kopia.sources[{i}].path"
+        if source.path in seen_paths:
+            problems.append((key, f"{source.path} is mounted twice"))
+        seen_paths.add(source.path)
+        if any(_is_within(source.path, d) for d in KOPIA_RESERVED_DIRS):
+            problems.append((key, f"{source.path} is inside Kopia's own directories {KOPIA_RESERVED_DIRS}"))
+        if _is_within(config.host.kopia_dir, source.host_path):
+            problems.append(
+                (
+                    f"{PROJECT}:kopia.sources[{i}].hostPath",
+                    f"{source.host_path} contains Kopia's own cache/logs ({config.host.kopia_dir}), which would be"
+                    " backed up into the repository at every snapshot; set host.kopiaDataDir outside it",
+                )
+            )
+        target = f"{config.identity}:{source.path}"
+        if target not in scheduled:
+            problems.append((key, f"{source.path} is mounted but never backed up: add '{target}' to policy.sources"))
+
+    owner = config.repository.maintenance_owner
+    owner_host = owner.partition("@")[2]
+    if owner.partition("@")[0] != config.repository.username or owner_host not in hosts_in_policy:
+        problems.append(
+            (
+                f"{PROJECT}:repository.maintenanceOwner",
+                f"'{owner}' must be <username>@<host> of a host in policy.sources"
+                f" ({', '.join(sorted(f'{config.repository.username}@{h}' for h in hosts_in_policy))})",
+            )
+        )
+
+    s3_endpoint_key = f"{PROJECT}:kopia.s3.endpoint"
+    if config.openlist is not None and config.kopia.s3.endpoint is not None:
+        problems.append(
+            (
+                s3_endpoint_key,
+                "must be omitted on a stack that deploys OpenList: Kopia reaches it over the Docker network",
+            )
+        )
+    if config.openlist is None and config.kopia.s3.endpoint is None:
+        problems.append((s3_endpoint_key, "is required when this stack does not deploy OpenList"))
+
+    ports = {"kopia.server.port": config.kopia.server.port}
+    if config.openlist is not None:
+        ports |= {"openlist.webPort": config.openlist.web_port, "openlist.s3Port": config.openlist.s3_port}
+    if len(set(ports.values())) != len(ports):
+        problems.append((f"{PROJECT}:kopia.server.port", f"published ports collide: {ports}"))
+    return problems
+
+
+def _is_within(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def load_stack_config(values: Mapping[str, Any]) -> StackConfig:
+    """Validate the stack's config (`{key: value}` without namespace) or raise ConfigError listing every problem."""
+    problems: list[tuple[str, str]] = []
+    data = dict(values)
+    policy = data.get("policy")
+    if isinstance(policy, Mapping) and isinstance(policy.get("sources"), list):
+        parsed_sources = []
+        for i, raw in enumerate(policy["sources"]):
+            try:
+                parsed_sources.append(_parse_target(raw))
+            except ValueError as exc:
+                problems.append((f"{PROJECT}:policy.sources[{i}]", str(exc)))
+        data["policy"] = {**policy, "sources": parsed_sources}
+    if problems:
+        raise ConfigError(problems)
+    try:
+        config = StackConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_pydantic_problems(exc)) from None
+    problems = _consistency_problems(config)
+    if problems:
+        raise ConfigError(problems)
+    return config

@@ -1,0 +1,93 @@
+"""OpenList: the S3 gateway in front of the 189 Cloud drive (deployed on the VPS).
+
+The 189 storage, `web_proxy` and the S3 keys are OpenList database settings made
+once in its web UI (README, "First deploy"): without the keys its S3 server has
+no authentication, and they are read only at start (restart after setting them).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_command as command
+import pulumi_docker as docker
+
+from components.config import Host
+from components.config import OpenList as OpenListConfig
+from components.render import homepage_labels
+
+DATA_DIR = "/opt/openlist/data"
+WEB_PORT_IN_CONTAINER = 80
+OPENLIST_UID = 1001  # the upstream image runs as this user
+
+
+@dataclass(frozen=True)
+class OpenListArgs:
+    host: Host
+    settings: OpenListConfig
+    image: str
+    network_name: pulumi.Input[str]
+    connection: command.remote.ConnectionArgs
+
+
+def own_data_dir_command(host_path: str, image: str) -> str:
+    """Make the bind-mounted data dir writable by OpenList's uid without needing root over SSH:
+    Docker (which the SSH user can already drive) creates the dir and chowns it."""
+    return (
+        f"docker run --rm --user 0:0 --network none --entrypoint chown "
+        f"-v {shlex.quote(host_path)}:/data {shlex.quote(image)} {OPENLIST_UID}:{OPENLIST_UID} /data"
+    )
+
+
+class OpenList(pulumi.ComponentResource):
+    web_url: pulumi.Output[str]
+    s3_url: pulumi.Output[str]
+    internal_s3_endpoint: pulumi.Output[str]
+
+    def __init__(self, name: str, args: OpenListArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("homelab:index:OpenList", name, None, opts)
+        host, settings = args.host, args.settings
+        child = pulumi.ResourceOptions(parent=self)
+        data_dir = f"{host.data_dir}/openlist/data"
+
+        image = docker.RemoteImage(f"{name}-image", name=args.image, keep_locally=True, opts=child)
+        owned = command.remote.Command(
+            f"{name}-data-dir",
+            connection=args.connection,
+            create=own_data_dir_command(data_dir, args.image),
+            # Deleting the stack never deletes the drive's database: nothing on delete.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[image]),
+        )
+        labels = homepage_labels(host.homepage_group, "openlist", "openlist.svg", "网盘S3服务")
+        container = docker.Container(
+            f"{name}-container",
+            name=settings.container_name,
+            image=image.image_id,
+            restart="always",
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name)],
+            ports=[
+                docker.ContainerPortArgs(
+                    internal=WEB_PORT_IN_CONTAINER, external=settings.web_port, ip=host.deploy_address
+                ),
+                docker.ContainerPortArgs(internal=settings.s3_port, external=settings.s3_port, ip=host.deploy_address),
+            ],
+            volumes=[docker.ContainerVolumeArgs(host_path=data_dir, container_path=DATA_DIR)],
+            envs=[
+                f"TZ={host.timezone}",
+                "S3_ENABLE=true",
+                f"S3_PORT={settings.s3_port}",
+                f"HTTP_PORT={WEB_PORT_IN_CONTAINER}",
+            ],
+            labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(labels.items())],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[owned]),
+        )
+
+        self.web_url = pulumi.Output.from_input(f"http://{host.deploy_address}:{settings.web_port}")
+        self.s3_url = pulumi.Output.from_input(f"http://{host.deploy_address}:{settings.s3_port}")
+        # Kopia on the same host reaches OpenList by container name over the shared network: plain HTTP.
+        self.internal_s3_endpoint = container.name.apply(lambda n: f"http://{n}:{settings.s3_port}")
+        self.register_outputs(
+            {"web_url": self.web_url, "s3_url": self.s3_url, "internal_s3_endpoint": self.internal_s3_endpoint}
+        )

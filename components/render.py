@@ -1,0 +1,358 @@
+"""Pure functions that render what lands on a host: Kopia's files and the container's start script.
+
+No pulumi import: every function takes plain values and returns text, so the
+output is testable byte for byte (tests/unit/test_render.py, golden files) and
+the start script runs for real under `sh` in tests/unit/test_start_script.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from components.config import OPENLIST_EMPTY_FOLDER_MARKER, Policy, Repository
+
+# Where things live inside the Kopia container.
+DEPLOY_DIR = "/app/deploy"  # the host's config dir, mounted read-only
+CACHE_DIR = "/app/cache"  # persistent: a cold cache re-reads every index through the slow backend
+LOGS_DIR = "/app/logs"
+STATE_DIR = "/app/state"  # persistent: remembers that this host has seen the repository
+KOPIA_CONFIG_PATH = "/app/config/repository.config"  # Kopia's own connection file, rewritten at every start
+
+# The files Pulumi writes into the host's config dir (all mode 0600).
+REPOSITORY_CONFIG = "repository.config"
+STORAGE_TOKEN = "storage.token"  # noqa: S105 (a file name, not a secret)
+POLICY_JSON = "policy.json"
+SECRETS_ENV = "secrets.env"
+TLS_CERT = "tls.crt"
+TLS_KEY = "tls.key"
+
+# Kopia 0.22.3 messages the start script tells apart (repo/connect.go, cli/command_repository_create.go).
+MSG_NOT_INITIALIZED = "repository not initialized in the provided storage"
+MSG_EXISTING_DATA = "found existing data in storage location"
+
+
+# ---------------------------------------------------------------- policy.json
+
+
+def policy_document(policy: Policy) -> dict[str, dict]:
+    """One fully qualified entry per source (`user@host:/path`).
+
+    Fully qualified keys only: `(global)` and `@host` entries are shared with
+    whatever else uses the repository, and importing them from two hosts would
+    fight. Unset retention values inherit from `(global)`.
+    """
+    retention = {
+        key: value
+        for key, value in policy.retention.model_dump(by_alias=True).items()
+        if value is not None  # unset: inherit
+    }
+    entry = {
+        "compression": {"compressorName": policy.compression},
+        "retention": retention,
+        "scheduling": {"intervalSeconds": policy.interval_seconds},
+    }
+    return {str(source): entry for source in sorted(policy.sources, key=str)}
+
+
+def render_policy_json(policy: Policy) -> str:
+    """policy.json for `kopia policy import`: byte-identical on every host (it depends on project config only)."""
+    return json.dumps(policy_document(policy), indent=2, sort_keys=True) + "\n"
+
+
+# ---------------------------------------------------------------- storage
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    host_port: str
+    use_tls: bool
+
+
+def parse_s3_endpoint(url: str) -> S3Endpoint:
+    """'http://openlist:5246' -> host:port without TLS. The scheme is required: it decides TLS."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("S3 endpoint must look like 'http://host:port' or 'https://host[:port]'")
+    if parts.path not in ("", "/") or parts.query or parts.username:
+        raise ValueError("S3 endpoint must be scheme, host and port only (path-style bucket URLs are built by Kopia)")
+    return S3Endpoint(host_port=parts.netloc, use_tls=parts.scheme == "https")
+
+
+def s3_storage(repository: Repository, endpoint_url: str, access_key_id: str, secret_access_key: str) -> dict:
+    """Kopia's blob storage connection info for an S3 endpoint (repo/blob/s3/s3_options.go)."""
+    endpoint = parse_s3_endpoint(endpoint_url)
+    config: dict[str, object] = {
+        "bucket": repository.bucket,
+        "prefix": repository.prefix,
+        "endpoint": endpoint.host_port,
+        "accessKeyID": access_key_id,
+        "secretAccessKey": secret_access_key,
+    }
+    if not endpoint.use_tls:
+        config["doNotUseTLS"] = True
+    return {"type": "s3", "config": config}
+
+
+def render_repository_config(storage: Mapping) -> str:
+    """repository.config for `kopia repository connect from-config --file`.
+
+    Only `storage` is read by from-config (cli/command_repository_connect_from_config.go);
+    cache settings are connect flags, so the design's `caching` block is not rendered.
+    """
+    return json.dumps({"storage": storage}, indent=2, sort_keys=True) + "\n"
+
+
+def render_storage_token(storage: Mapping) -> str:
+    """The same storage as a Kopia token (repo/token.go), for `repository create from-config --token-file`.
+
+    `create from-config` refuses `--file` in 0.22.3; a token file keeps the S3 keys
+    off the command line. No password inside: that comes from KOPIA_PASSWORD.
+    """
+    token = json.dumps({"version": "1", "storage": storage}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(token.encode()).decode().rstrip("=") + "\n"
+
+
+# ---------------------------------------------------------------- secrets.env
+
+
+def shell_quote(value: str) -> str:
+    """Single-quote for POSIX sh; any byte but NUL survives."""
+    if "\x00" in value:
+        raise ValueError("a secret value must not contain NUL bytes")
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def render_secrets_env(variables: Mapping[str, str]) -> str:
+    """`export NAME='value'` lines, sourced by the start script and the health check.
+
+    Secrets reach Kopia through this 0600 file, not the container's env, so
+    `docker inspect` and `ps` never show them.
+    """
+    lines = ["# Written by Pulumi (homelab-backup). Secret: mode 0600, never commit or print."]
+    for name in sorted(variables):
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"invalid variable name {name!r}")
+        lines.append(f"export {name}={shell_quote(variables[name])}")
+    return "\n".join(lines) + "\n"
+
+
+def kopia_secret_variables(
+    repository_password: str, server_username: str, server_password: str, server_control_password: str
+) -> dict[str, str]:
+    """Kopia's own env names (cli/command_server*.go): UI login, control API login, repository password."""
+    return {
+        "KOPIA_PASSWORD": repository_password,
+        "KOPIA_SERVER_USERNAME": server_username,
+        "KOPIA_SERVER_PASSWORD": server_password,
+        "KOPIA_SERVER_CONTROL_USER": SERVER_CONTROL_USER,
+        "KOPIA_SERVER_CONTROL_PASSWORD": server_control_password,
+    }
+
+
+SERVER_CONTROL_USER = "server-control"
+
+
+# ---------------------------------------------------------------- the start script
+
+
+@dataclass(frozen=True)
+class StartScriptParams:
+    hostname: str
+    username: str
+    maintenance_owner: str  # user@host
+    port: int
+    tls: bool
+    refresh_interval: str
+    sources: tuple[str, ...]  # this host's user@host:/path, for the log line and the health check
+
+    @property
+    def identity(self) -> str:
+        return f"{self.username}@{self.hostname}"
+
+    @property
+    def is_maintenance_owner(self) -> bool:
+        return self.maintenance_owner == self.identity
+
+
+_START_SCRIPT = r"""#!/bin/sh
+# Kopia start script for @IDENTITY@, rendered by homelab-backup (components/render.py).
+# Edit the stack and run `pulumi up`, never this copy. Every failure before the
+# server starts exits 1 with ONE line "kopia-start: FATAL: ...", so Docker's restart
+# policy retries and `docker ps` shows it; a server is started only once connected.
+set -u
+umask 077
+
+DEPLOY=@DEPLOY_DIR@
+IDENTITY=@IDENTITY@
+OWNER=@OWNER@
+MAY_CREATE=@MAY_CREATE@
+SEEN_MARKER=@STATE_DIR@/repository-seen
+
+log() { printf 'kopia-start: %s\n' "$*" >&2; }
+die() { printf 'kopia-start: FATAL: %s\n' "$*" >&2; exit 1; }
+# Kopia's own error line, without the progress lines around it.
+kopia_error() {
+    printf '%s\n' "$1" | sed -n 's/^ERROR //p' | tail -n 1 | grep . || printf '%s\n' "$1" | grep . | tail -n 1
+}
+
+for f in @REQUIRED_FILES@; do
+    [ -r "$DEPLOY/$f" ] || die "missing $DEPLOY/$f: run 'pulumi up' for this host's stack"
+done
+. "$DEPLOY/@SECRETS_ENV@" || die "cannot read $DEPLOY/@SECRETS_ENV@"
+
+set -- --override-hostname=@HOSTNAME@ --override-username=@USERNAME@ \
+    --no-check-for-updates --no-persist-credentials --cache-directory=@CACHE_DIR@
+
+log "connecting to the repository as $IDENTITY"
+if out=$(kopia repository connect from-config --file "$DEPLOY/@REPOSITORY_CONFIG@" "$@" 2>&1); then
+    log "connected"
+else
+    case "$out" in
+    *"@MSG_NOT_INITIALIZED@"*)
+        [ "$MAY_CREATE" = yes ] ||
+            die "the storage holds no repository yet; only $OWNER creates it: deploy that host first (retrying)"
+        [ ! -e "$SEEN_MARKER" ] ||
+            die "the storage answers as empty, but this host used a repository there before" \
+                "($SEEN_MARKER): the S3 backend is failing; refusing to create a new repository over it"
+        log "the storage holds no repository yet: creating it as $IDENTITY"
+        if ! out=$(kopia repository create from-config --token-file "$DEPLOY/@STORAGE_TOKEN@" "$@" 2>&1); then
+            case "$out" in
+            *"@MSG_EXISTING_DATA@"*)
+                die "cannot create the repository: the prefix holds other data (OpenList lists" \
+                    "'@EMPTY_MARKER@' in an empty folder: delete that empty folder or pick a new repository.prefix)" ;;
+            esac
+            die "cannot create the repository: $(kopia_error "$out")"
+        fi
+        log "created the repository"
+        ;;
+    *)
+        die "cannot connect to the repository (wrong password or S3 endpoint down?): $(kopia_error "$out")" ;;
+    esac
+fi
+date -u +%Y-%m-%dT%H:%M:%SZ > "$SEEN_MARKER" || die "cannot write $SEEN_MARKER: is @STATE_DIR@ a writable volume?"
+@MAINTENANCE@
+out=$(kopia policy import --from-file "$DEPLOY/@POLICY_JSON@" 2>&1) ||
+    die "cannot import $DEPLOY/@POLICY_JSON@: $(kopia_error "$out")"
+log "imported policy.json; this host backs up: @SOURCES@"
+
+log "starting the Kopia server on port @PORT@ (@SCHEME@)"
+exec kopia server start --address=0.0.0.0:@PORT@ @TLS_FLAGS@ \
+    --refresh-interval=@REFRESH_INTERVAL@ --shutdown-grace-period=30s
+"""
+
+_MAINTENANCE_OWNER = r"""out=$(kopia maintenance set --owner=me 2>&1) ||
+    die "cannot make $IDENTITY the maintenance owner: $(kopia_error "$out")"
+log "$IDENTITY owns maintenance"
+"""
+_MAINTENANCE_OTHER = 'log "maintenance is run by $OWNER"\n'
+
+
+def render_start_script(params: StartScriptParams) -> str:
+    """The Kopia container's entrypoint (POSIX sh: dash in the upstream image, busybox in tests)."""
+    required = [REPOSITORY_CONFIG, STORAGE_TOKEN, POLICY_JSON, SECRETS_ENV]
+    if params.tls:
+        required += [TLS_CERT, TLS_KEY]
+        tls_flags = f"--tls-cert-file={DEPLOY_DIR}/{TLS_CERT} --tls-key-file={DEPLOY_DIR}/{TLS_KEY}"
+    else:
+        tls_flags = "--insecure"  # explicit opt-in in the stack config (kopia.server.insecure)
+    maintenance = _MAINTENANCE_OWNER if params.is_maintenance_owner else _MAINTENANCE_OTHER
+    replacements = {
+        "@MAINTENANCE@": maintenance,
+        "@DEPLOY_DIR@": DEPLOY_DIR,
+        "@STATE_DIR@": STATE_DIR,
+        "@CACHE_DIR@": CACHE_DIR,
+        "@IDENTITY@": params.identity,
+        "@OWNER@": params.maintenance_owner,
+        "@MAY_CREATE@": "yes" if params.is_maintenance_owner else "no",
+        "@HOSTNAME@": params.hostname,
+        "@USERNAME@": params.username,
+        "@REQUIRED_FILES@": " ".join(required),
+        "@REPOSITORY_CONFIG@": REPOSITORY_CONFIG,
+        "@STORAGE_TOKEN@": STORAGE_TOKEN,
+        "@POLICY_JSON@": POLICY_JSON,
+        "@SECRETS_ENV@": SECRETS_ENV,
+        "@MSG_NOT_INITIALIZED@": MSG_NOT_INITIALIZED,
+        "@MSG_EXISTING_DATA@": MSG_EXISTING_DATA,
+        "@EMPTY_MARKER@": OPENLIST_EMPTY_FOLDER_MARKER,
+        "@SOURCES@": " ".join(params.sources),
+        "@PORT@": str(params.port),
+        "@SCHEME@": "TLS" if params.tls else "INSECURE: plain HTTP",
+        "@TLS_FLAGS@": tls_flags,
+        "@REFRESH_INTERVAL@": params.refresh_interval,
+    }
+    for value in (params.hostname, params.username, params.maintenance_owner, params.refresh_interval, *params.sources):
+        if shlex.quote(value) != value:
+            raise ValueError(f"{value!r} cannot be placed in the start script unquoted")
+    script = _START_SCRIPT
+    for marker, value in replacements.items():
+        script = script.replace(marker, value)
+    return script
+
+
+def render_healthcheck(params: StartScriptParams, cert_fingerprint: str | None) -> str:
+    """Health: the server answers the control API AND schedules every source of this host.
+
+    Kopia's client reads the control login from KOPIA_SERVER_USERNAME/PASSWORD
+    (cli/command_server.go), so the check maps the control credentials onto them.
+    """
+    scheme = "http" if cert_fingerprint is None else "https"
+    fingerprint = "" if cert_fingerprint is None else f" --server-cert-fingerprint={cert_fingerprint}"
+    return f""". {DEPLOY_DIR}/{SECRETS_ENV} || exit 1
+out=$(KOPIA_SERVER_USERNAME="$KOPIA_SERVER_CONTROL_USER" KOPIA_SERVER_PASSWORD="$KOPIA_SERVER_CONTROL_PASSWORD" \\
+    kopia server status --address={scheme}://127.0.0.1:{params.port}{fingerprint} 2>&1) ||
+    {{ echo "kopia server not answering: $out"; exit 1; }}
+for s in {" ".join(params.sources)}; do
+    state=$(printf '%s\\n' "$out" |
+        awk -v s="$s" '{{i = index($0, ": "); if (i && substr($0, i + 2) == s) print substr($0, 1, i - 1)}}')
+    case "$state" in
+    "") echo "not scheduled by the server: $s"; exit 1 ;;
+    PAUSED) echo "paused: $s"; exit 1 ;;
+    esac
+done
+echo healthy
+"""
+
+
+# ---------------------------------------------------------------- labels
+
+
+def homepage_labels(group: str | None, name: str, icon: str, description: str) -> dict[str, str]:
+    """The design's labels for the homepage dashboard; none when the host sets no homepageGroup."""
+    if group is None:
+        return {}
+    return {
+        "homepage.group": group,
+        "homepage.name": name,
+        "homepage.icon": icon,
+        "homepage.description": description,
+    }
+
+
+# ---------------------------------------------------------------- TLS and change detection
+
+
+def pem_sha256_fingerprint(cert_pem: str) -> str:
+    """SHA-256 of the certificate's DER bytes, lowercase hex: what `kopia server start` prints
+    ("SERVER CERT SHA256: ...") and clients pass as --server-cert-fingerprint."""
+    lines = [line.strip() for line in cert_pem.strip().splitlines()]
+    try:
+        begin = lines.index("-----BEGIN CERTIFICATE-----")
+        end = lines.index("-----END CERTIFICATE-----", begin)
+    except ValueError:
+        raise ValueError("not a PEM certificate") from None
+    der = base64.b64decode("".join(lines[begin + 1 : end]), validate=True)
+    return hashlib.sha256(der).hexdigest()
+
+
+def content_digest(files: Mapping[str, str]) -> str:
+    """SHA-256 over named file contents: a container label, so any change replaces the container."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\x00" + files[name].encode() + b"\x00")
+    return digest.hexdigest()
