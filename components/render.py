@@ -170,6 +170,10 @@ class StartScriptParams:
     tls: bool
     refresh_interval: str
     sources: tuple[str, ...]  # this host's user@host:/path, for the log line and the health check
+    # Container paths; the tests point them at temp dirs to run the script for real.
+    deploy_dir: str = DEPLOY_DIR
+    state_dir: str = STATE_DIR
+    cache_dir: str = CACHE_DIR
 
     @property
     def identity(self) -> str:
@@ -197,9 +201,7 @@ SEEN_MARKER=@STATE_DIR@/repository-seen
 log() { printf 'kopia-start: %s\n' "$*" >&2; }
 die() { printf 'kopia-start: FATAL: %s\n' "$*" >&2; exit 1; }
 # Kopia's own error line, without the progress lines around it.
-kopia_error() {
-    printf '%s\n' "$1" | sed -n 's/^ERROR //p' | tail -n 1 | grep . || printf '%s\n' "$1" | grep . | tail -n 1
-}
+kopia_error() { printf '%s\n' "$1" | grep . | tail -n 1; }
 
 for f in @REQUIRED_FILES@; do
     [ -r "$DEPLOY/$f" ] || die "missing $DEPLOY/$f: run 'pulumi up' for this host's stack"
@@ -258,15 +260,15 @@ def render_start_script(params: StartScriptParams) -> str:
     required = [REPOSITORY_CONFIG, STORAGE_TOKEN, POLICY_JSON, SECRETS_ENV]
     if params.tls:
         required += [TLS_CERT, TLS_KEY]
-        tls_flags = f"--tls-cert-file={DEPLOY_DIR}/{TLS_CERT} --tls-key-file={DEPLOY_DIR}/{TLS_KEY}"
+        tls_flags = f"--tls-cert-file={params.deploy_dir}/{TLS_CERT} --tls-key-file={params.deploy_dir}/{TLS_KEY}"
     else:
         tls_flags = "--insecure"  # explicit opt-in in the stack config (kopia.server.insecure)
     maintenance = _MAINTENANCE_OWNER if params.is_maintenance_owner else _MAINTENANCE_OTHER
     replacements = {
         "@MAINTENANCE@": maintenance,
-        "@DEPLOY_DIR@": DEPLOY_DIR,
-        "@STATE_DIR@": STATE_DIR,
-        "@CACHE_DIR@": CACHE_DIR,
+        "@DEPLOY_DIR@": params.deploy_dir,
+        "@STATE_DIR@": params.state_dir,
+        "@CACHE_DIR@": params.cache_dir,
         "@IDENTITY@": params.identity,
         "@OWNER@": params.maintenance_owner,
         "@MAY_CREATE@": "yes" if params.is_maintenance_owner else "no",
@@ -286,7 +288,8 @@ def render_start_script(params: StartScriptParams) -> str:
         "@TLS_FLAGS@": tls_flags,
         "@REFRESH_INTERVAL@": params.refresh_interval,
     }
-    for value in (params.hostname, params.username, params.maintenance_owner, params.refresh_interval, *params.sources):
+    unquoted = (params.hostname, params.username, params.maintenance_owner, params.refresh_interval, *params.sources)
+    for value in (*unquoted, params.deploy_dir, params.state_dir, params.cache_dir):
         if shlex.quote(value) != value:
             raise ValueError(f"{value!r} cannot be placed in the start script unquoted")
     script = _START_SCRIPT

@@ -91,6 +91,32 @@ class Recorded:
     outputs: dict
     provider: str | None
     resource_id: str
+    parent: str = ""  # URN of the parent resource
+    options: dict = field(default_factory=dict)  # resource options the engine would see
+
+    @property
+    def parent_name(self) -> str:
+        return self.parent.rsplit("::", 1)[-1]
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """Also records what MockResourceArgs leaves out: the parent and the options that matter here."""
+
+    def __init__(self, mocks: RecordingMocks):
+        super().__init__(mocks)
+        self.meta: dict[tuple[str, str], tuple[str, dict]] = {}
+
+    def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
+        self.meta[(request.type, request.name)] = (
+            request.parent,
+            {
+            "additional_secret_outputs": list(request.additionalSecretOutputs),
+            "depends_on": list(request.dependencies),
+            "delete_before_replace": request.deleteBeforeReplace,
+                "replace_on_changes": list(request.replaceOnChanges),
+            },
+        )
+        return super().RegisterResource(request)
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
@@ -165,14 +191,17 @@ def run_program(
         secret_keys.append(full)
 
     mocks = RecordingMocks(invoke_answers)
+    monitor = RecordingMonitor(mocks)
     settings.ROOT.set(None)
     pulumi.runtime.set_all_config(config, secret_keys)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     settings.SETTINGS.rpc_manager.clear()
     settings.SETTINGS.outputs.clear()
 
     run = ProgramRun(mocks)
     _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
+    for recorded in mocks.resources:
+        recorded.parent, recorded.options = monitor.meta[(recorded.typ, recorded.name)]
     stack_resource = settings.get_root_resource()
     for name, value in stack_resource.outputs.items():  # type: ignore[union-attr]
         output = pulumi.Output.from_input(value)

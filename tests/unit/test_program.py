@@ -1,0 +1,351 @@
+"""The program as the committed stacks declare it, run under Pulumi mocks (no engine, no network).
+
+Key Vault is the local fake (tests/fake_key_vault.py); everything else is the
+committed Pulumi.yaml + Pulumi.<stack>.yaml as they are.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pytest
+
+from components import render
+from tests.harness import ProgramRun, plain_strings, run_program, unwrap_all
+from tests.unit.conftest import ALL_SECRET_VALUES, AZURE_TOKEN, VPS_SECRETS, run_committed_stack
+
+CONTAINER = "docker:index/container:Container"
+COMMAND = "command:remote:Command"
+IMAGE = "docker:index/remoteImage:RemoteImage"
+
+
+def env_of(container) -> dict[str, str]:
+    return dict(e.split("=", 1) for e in container.inputs["envs"])
+
+
+def labels_of(container) -> dict[str, str]:
+    return {item["label"]: item["value"] for item in unwrap_all(container.inputs["labels"])}
+
+
+def volumes_of(container) -> dict[str, tuple[str, bool]]:
+    return {v["containerPath"]: (v["hostPath"], v.get("readOnly", False)) for v in container.inputs["volumes"]}
+
+
+def file_content(run: ProgramRun, filename: str) -> str:
+    role = filename.replace(".", "-")
+    return unwrap_all(run.one(COMMAND, f"kopia-config-{role}").inputs["stdin"])
+
+
+def image_name(run: ProgramRun, container) -> str:
+    images = {r.outputs["imageId"]: r.inputs["name"] for r in run.by_type(IMAGE)}
+    return images[container.inputs["image"]]
+
+
+# ---------------------------------------------------------------- shape
+
+
+@pytest.mark.parametrize("stack", ["vps", "sakamoto"])
+def test_components_have_type_tokens_and_children_are_parented_and_named(stack, key_vault):
+    run = run_committed_stack(stack, key_vault)
+    components = {r.name: r for r in run.resources if r.typ.startswith("homelab:index:")}
+    assert components["kopia"].typ == "homelab:index:KopiaNode"
+    assert components["kopia-config"].typ == "homelab:index:ConfigFiles"
+    assert components["kopia-config"].parent_name == "kopia"
+    for resource in run.resources:
+        if resource.typ.startswith("pulumi:providers:") or resource.name in ("kopia", "openlist"):
+            continue
+        owner = resource.parent_name
+        assert owner in components, f"{resource.typ} {resource.name} is not inside a component"
+        assert resource.name.startswith(f"{owner}-"), f"{resource.name} is not named after its parent {owner}"
+    if stack == "vps":
+        assert components["openlist"].typ == "homelab:index:OpenList"
+    else:
+        assert "openlist" not in components
+
+
+@pytest.mark.parametrize(("stack", "host"), [("vps", "vps.example.net"), ("sakamoto", "sakamoto.lan")])
+def test_providers_pin_the_host_key_and_every_resource_uses_them(stack, host, key_vault):
+    run = run_committed_stack(stack, key_vault)
+    provider = run.one("pulumi:providers:docker")
+    assert provider.inputs["host"] == f"ssh://shelken@{host}:22"
+    opts = json.loads(provider.inputs["sshOpts"])  # provider config travels as JSON text
+    assert "StrictHostKeyChecking=yes" in opts
+    assert not any("StrictHostKeyChecking=no" in o for o in opts)
+    host_key = run.one(COMMAND, "kopia-config-policy-json").inputs["connection"]
+    pinned = unwrap_all(host_key)["hostKey"]
+    assert pinned.startswith("ssh-ed25519 ")
+    assert any(o == f"KnownHostsCommand=/bin/echo {host} {pinned}" for o in opts)
+    for resource in run.resources:
+        if resource.typ.startswith(("docker:", "command:")):
+            assert resource.provider and resource.provider.split("::")[-2] in (f"{stack}-docker", f"{stack}-command")
+
+
+# ---------------------------------------------------------------- vps
+
+
+def test_vps_openlist_container(vps):
+    container = vps.one(CONTAINER, "openlist-container")
+    assert image_name(vps, container) == "ghcr.io/openlistteam/openlist-git:v4.2.5"
+    assert container.inputs["name"] == "openlist"
+    assert container.inputs["restart"] == "always"
+    assert env_of(container) == {"TZ": "Asia/Shanghai", "S3_ENABLE": "true", "S3_PORT": "5246", "HTTP_PORT": "80"}
+    ports = {(p["internal"], p["external"], p["ip"]) for p in container.inputs["ports"]}
+    assert ports == {(80, 5244, "100.64.0.2"), (5246, 5246, "100.64.0.2")}
+    assert volumes_of(container) == {"/opt/openlist/data": ("/opt/data/openlist/data", False)}
+    assert [n["name"] for n in container.inputs["networksAdvanced"]] == ["homelab"]
+    assert labels_of(container) == {
+        "homepage.group": "VPS",
+        "homepage.name": "openlist",
+        "homepage.icon": "openlist.svg",
+        "homepage.description": "网盘S3服务",
+    }
+    chown = vps.one(COMMAND, "openlist-data-dir")
+    assert "chown" in chown.inputs["create"] and "1001:1001" in chown.inputs["create"]
+    assert "delete" not in chown.inputs, "destroying the stack must not delete OpenList's data"
+
+
+def test_vps_kopia_container(vps):
+    container = vps.one(CONTAINER, "kopia-container")
+    assert image_name(vps, container) == "kopia/kopia:0.22.3"
+    assert container.inputs["name"] == "kopia"
+    assert container.inputs["hostname"] == "vps"
+    assert container.inputs["restart"] == "always"
+    assert [n["name"] for n in container.inputs["networksAdvanced"]] == ["homelab"]
+    assert [(p["internal"], p["external"], p["ip"]) for p in container.inputs["ports"]] == [
+        (51515, 51515, "100.64.0.2")
+    ]
+    assert volumes_of(container) == {
+        "/app/deploy": ("/opt/compose/vps/kopia", True),
+        "/app/cache": ("/opt/kopia/cache", False),
+        "/app/logs": ("/opt/kopia/logs", False),
+        "/app/state": ("/opt/kopia/state", False),
+        # The design mounted this at /data while the policy names /backup/data.
+        "/backup/data": ("/opt/data", True),
+    }
+    env = env_of(container)
+    assert env["TZ"] == "Asia/Shanghai"
+    assert env["KOPIA_CHECK_FOR_UPDATES"] == "false"
+    assert not any("PASSWORD" in k or "SECRET" in k for k in env)
+    script = container.inputs["entrypoints"][2]
+    assert container.inputs["entrypoints"][:2] == ["/bin/sh", "-c"]
+    assert "--override-hostname=vps --override-username=shelken" in script
+    assert "MAY_CREATE=no" in script  # sakamoto owns the repository
+    assert "--tls-cert-file=/app/deploy/tls.crt" in script
+    health = container.inputs["healthcheck"]["tests"]
+    assert health[:3] == ["CMD", "/bin/sh", "-c"]
+    assert "shelken@vps:/backup/data" in health[3]
+    labels = labels_of(container)
+    assert labels["homepage.name"] == "kopia"
+    assert len(labels["homelab-backup.config-sha256"]) == 64
+
+
+def test_vps_kopia_reaches_openlist_over_the_docker_network_in_plain_http(vps):
+    storage = json.loads(file_content(vps, render.REPOSITORY_CONFIG))["storage"]
+    assert storage["type"] == "s3"
+    assert storage["config"]["endpoint"] == "openlist:5246"
+    assert storage["config"]["doNotUseTLS"] is True
+    assert storage["config"]["bucket"] == "kopia"
+    assert storage["config"]["prefix"] == "main/"
+    assert storage["config"]["accessKeyID"] == VPS_SECRETS["OPENLIST_S3_ACCESS_KEY_ID"]
+
+
+def test_vps_outputs(vps):
+    assert vps.outputs["kopia_server_url"] == "https://100.64.0.2:51515"
+    assert vps.outputs["openlist_web_url"] == "http://100.64.0.2:5244"
+    assert vps.outputs["openlist_s3_url"] == "http://100.64.0.2:5246"
+    assert vps.outputs["kopia_identity"] == "shelken@vps"
+    assert vps.outputs["backup_sources"] == ["shelken@vps:/backup/data"]
+    cert = file_content(vps, render.TLS_CERT)
+    assert vps.outputs["kopia_tls_fingerprint"] == render.pem_sha256_fingerprint(cert)
+
+
+def test_vps_uses_the_existing_network_by_name(vps):
+    assert ("docker:index/getNetwork:getNetwork", {"name": "homelab"}) in vps.mocks.calls
+    assert vps.by_type("docker:index/network:Network") == []
+
+
+def test_network_is_created_when_the_stack_says_so(key_vault):
+    from tests.harness import stack_config
+
+    host = stack_config("vps")["homelab-backup:host"]
+    run = run_committed_stack(
+        "vps", key_vault, **{"homelab-backup:host": {**host, "network": {"name": "homelab", "create": True}}}
+    )
+    network = run.one("docker:index/network:Network")
+    assert network.inputs["name"] == "homelab"
+    assert not [c for c in run.mocks.calls if c[0] == "docker:index/getNetwork:getNetwork"]
+
+
+# ---------------------------------------------------------------- sakamoto
+
+
+def test_sakamoto_kopia(sakamoto):
+    assert sakamoto.by_type("homelab:index:OpenList") == []
+    container = sakamoto.one(CONTAINER, "kopia-container")
+    assert container.inputs["hostname"] == "sakamoto"
+    volumes = volumes_of(container)
+    assert volumes["/backup/minio"] == ("/opt/minio/data", True)
+    assert volumes["/backup/compose"] == ("/opt/docker-data", True)
+    assert [(p["internal"], p["external"], p["ip"]) for p in container.inputs["ports"]] == [
+        (51515, 51515, "192.168.1.10")
+    ]
+    script = container.inputs["entrypoints"][2]
+    assert "MAY_CREATE=yes" in script
+    assert "kopia maintenance set --owner=me" in script
+    storage = json.loads(file_content(sakamoto, render.REPOSITORY_CONFIG))["storage"]["config"]
+    assert storage["endpoint"] == "openlist.cluster.lan:5246"  # from Key Vault
+    assert storage["doNotUseTLS"] is True
+    assert sakamoto.outputs["kopia_identity"] == "shelken@sakamoto"
+    assert sakamoto.outputs["backup_sources"] == [
+        "shelken@sakamoto:/backup/minio",
+        "shelken@sakamoto:/backup/compose",
+    ]
+    assert "openlist_web_url" not in sakamoto.outputs
+
+
+# ---------------------------------------------------------------- config files on the host
+
+
+@pytest.mark.parametrize("stack", ["vps", "sakamoto"])
+def test_config_files_are_written_atomically_0600_and_removed_on_destroy(stack, key_vault):
+    run = run_committed_stack(stack, key_vault)
+    config_dir = f"/opt/compose/{stack}/kopia"
+    files = {r.name: r for r in run.by_type(COMMAND) if r.parent_name == "kopia-config"}
+    expected = [render.REPOSITORY_CONFIG, render.STORAGE_TOKEN, render.POLICY_JSON, render.SECRETS_ENV]
+    expected += [render.TLS_CERT, render.TLS_KEY]
+    assert sorted(files) == sorted(f"kopia-config-{f.replace('.', '-')}" for f in expected)
+    for filename in expected:
+        cmd = files[f"kopia-config-{filename.replace('.', '-')}"]
+        create = cmd.inputs["create"]
+        assert "umask 077" in create and "chmod 600" in create
+        assert f"mv -f \"$tmp\" {config_dir}/{filename}" in create, "write, then rename"
+        assert cmd.inputs["update"] == create, "an update rewrites in place (a replace would delete the new file)"
+        assert cmd.inputs["delete"].startswith(f"rm -f {config_dir}/{filename}")
+        assert cmd.inputs["logging"] != "stdoutAndStderr"
+        assert cmd.inputs["addPreviousOutputInEnv"] is False
+        assert {"stdout", "stderr"} <= set(cmd.options["additional_secret_outputs"])
+        assert unwrap_all(cmd.inputs["connection"])["hostKey"].startswith("ssh-ed25519 ")
+    container = run.one(CONTAINER, "kopia-container")
+    assert {c.name for c in files.values()} <= {d.rsplit("::", 1)[-1] for d in container.options["depends_on"]}
+
+
+def test_policy_json_is_identical_on_both_hosts(vps, sakamoto):
+    assert file_content(vps, render.POLICY_JSON) == file_content(sakamoto, render.POLICY_JSON)
+
+
+def test_policy_change_replaces_the_kopia_container(key_vault):
+    from tests.harness import stack_config
+
+    before = run_committed_stack("vps", key_vault)
+    policy = stack_config("vps")["homelab-backup:policy"]
+    after = run_committed_stack(
+        "vps", key_vault, **{"homelab-backup:policy": {**policy, "retention": {"keepHourly": 12, "keepDaily": 7}}}
+    )
+    assert file_content(before, render.POLICY_JSON) != file_content(after, render.POLICY_JSON)
+    digest = "homelab-backup.config-sha256"
+    # Container labels force a replacement in the Docker provider: the new container imports the new policy.
+    assert (
+        labels_of(before.one(CONTAINER, "kopia-container"))[digest]
+        != labels_of(after.one(CONTAINER, "kopia-container"))[digest]
+    )
+
+
+# ---------------------------------------------------------------- secrets
+
+
+@pytest.mark.parametrize("stack", ["vps", "sakamoto"])
+def test_no_secret_value_in_any_plain_input_or_output(stack, key_vault):
+    run = run_committed_stack(stack, key_vault)
+    assert key_vault.requests, "the stack read Key Vault"
+    plain = [s for r in run.resources for s in plain_strings(r.inputs) + plain_strings(r.outputs)]
+    plain += [json.dumps(v) for k, v in run.outputs.items() if k not in run.secret_outputs]
+    for secret in [*ALL_SECRET_VALUES, AZURE_TOKEN]:
+        leaks = [s[:80] for s in plain if secret in s]
+        assert not leaks, f"secret {secret!r} in plain text: {leaks}"
+    # ...and the secrets did reach the files that need them, as secrets.
+    secrets_env = run.one(COMMAND, "kopia-config-secrets-env").inputs["stdin"]
+    assert plain_strings(secrets_env) == []
+    assert "KOPIA_PASSWORD=" in unwrap_all(secrets_env)
+    # The change-detection digest covers secret files, so it is kept secret too.
+    labels = run.one(CONTAINER, "kopia-container").inputs["labels"]
+    digest = labels_of(run.one(CONTAINER, "kopia-container"))["homelab-backup.config-sha256"]
+    assert digest not in plain_strings(labels)
+
+
+@pytest.mark.parametrize("stack", ["vps", "sakamoto"])
+def test_every_output_holding_a_secret_is_secret(stack, key_vault):
+    run = run_committed_stack(stack, key_vault)
+    for name, value in run.outputs.items():
+        if any(secret in json.dumps(value) for secret in ALL_SECRET_VALUES):
+            assert name in run.secret_outputs, f"output {name} holds a secret but is not secret"
+
+
+def test_config_secrets_instead_of_key_vault(key_vault):
+    """A stack without Key Vault: every reference is `config:<key>`; no Azure token is requested."""
+    from tests.harness import stack_config
+
+    kopia = stack_config("sakamoto")["homelab-backup:kopia"]
+    refs = {
+        "s3": {"endpoint": "config:s3Endpoint", "accessKeyId": "config:s3Key", "secretAccessKey": "config:s3Secret"},
+        "secrets": {
+            "repositoryPassword": "config:repoPassword",
+            "serverUsername": "config:uiUser",
+            "serverPassword": "config:uiPassword",
+            "serverControlPassword": "config:controlPassword",
+        },
+    }
+    run = run_program(
+        "sakamoto",
+        overrides={"homelab-backup:kopia": {**kopia, **refs}},
+        secrets={
+            "s3Endpoint": "https://s3.example.net",
+            "s3Key": "cfg-key-1",
+            "s3Secret": "cfg-secret-2",
+            "repoPassword": "cfg-repo-3",
+            "uiUser": "cfg-user-4",
+            "uiPassword": "cfg-ui-5",
+            "controlPassword": "cfg-control-6",
+        },
+    )
+    assert not [c for c in run.mocks.calls if c[0].startswith("azure-native:")]
+    storage = json.loads(file_content(run, render.REPOSITORY_CONFIG))["storage"]["config"]
+    assert storage["endpoint"] == "s3.example.net"
+    assert "doNotUseTLS" not in storage
+    plain = [s for r in run.resources for s in plain_strings(r.inputs) + plain_strings(r.outputs)]
+    for secret in ("cfg-key-1", "cfg-secret-2", "cfg-repo-3", "cfg-ui-5", "cfg-control-6"):
+        assert not [s for s in plain if secret in s]
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_invalid_stack_fails_before_any_resource_with_every_problem(key_vault):
+    from tests.harness import stack_config
+
+    host = stack_config("vps")["homelab-backup:host"]
+    with pytest.raises(pulumi.RunError) as error:
+        run_committed_stack(
+            "vps",
+            key_vault,
+            **{"homelab-backup:host": {**host, "deployAddress": "not-an-ip", "name": "VPS"}},
+        )
+    message = str(error.value)
+    assert "homelab-backup:host.deployAddress" in message
+    assert "homelab-backup:host.name" in message
+    assert "2 problems" in message
+
+
+def test_missing_key_vault_field_names_the_reference_not_a_value(key_vault):
+    from tests.unit.conftest import SAKAMOTO_SECRETS, dotenv
+
+    values = {k: v for k, v in VPS_SECRETS.items() if k != "KOPIA_SERVER_CONTROL_PASSWORD"}
+    key_vault.secrets["shelken-homelab"]["compose-vps"] = dotenv(values)
+    key_vault.secrets["shelken-homelab"]["compose-sakamoto"] = dotenv(SAKAMOTO_SECRETS)
+    with pytest.raises(Exception) as error:
+        run_committed_stack("vps", key_vault)
+    message = str(error.value)
+    assert "azure://shelken-homelab/compose-vps/KOPIA_SERVER_CONTROL_PASSWORD" in message
+    assert "no field 'KOPIA_SERVER_CONTROL_PASSWORD'" in message
+    for secret in values.values():
+        assert secret not in message

@@ -1,0 +1,234 @@
+"""The start script's control flow, run for real with `sh` against a fake `kopia` on PATH.
+
+The fake records its arguments (and which secrets reached it through the
+environment) and answers with Kopia 0.22.3's real exit codes and messages, as
+printed by the real binary (see FACTS.md and cli/command_repository_*.go).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from components import render
+
+FAKE_KOPIA = r"""#!/bin/sh
+# Fake kopia 0.22.3. Scenario in $FAKE_SCENARIO; state in $FAKE_STATE.
+printf '%s\n' "$*" >> "$FAKE_STATE/calls"
+[ -n "${KOPIA_PASSWORD:-}" ] && echo "password-in-env $1 $2" >> "$FAKE_STATE/env"
+case "$1 $2" in
+"repository connect")
+    case "$FAKE_SCENARIO" in
+    empty|empty-folder-marker)
+        if [ -e "$FAKE_STATE/created" ]; then echo "Connected to repository."; exit 0; fi
+        echo "error connecting to repository: repository not initialized in the provided storage" >&2; exit 1 ;;
+    wrong-password)
+        echo "failed to open repository: unable to create format manager: invalid repository password" >&2
+        echo "error connecting to repository: unable to create format manager: invalid repository password" >&2
+        exit 1 ;;
+    endpoint-down)
+        echo "can't connect to storage: error retrieving storage config from bucket \"kopia\": Get \"http://openlist:5246/kopia/?location=\": dial tcp: lookup openlist on 127.0.0.11:53: no such host" >&2
+        exit 1 ;;
+    existing) echo "Connected to repository."; exit 0 ;;
+    esac ;;
+"repository create")
+    if [ "$FAKE_SCENARIO" = empty-folder-marker ]; then
+        echo "unable to get repository storage: found existing data in storage location" >&2; exit 1
+    fi
+    touch "$FAKE_STATE/created"; echo "Initializing repository with:"; echo "Connected to repository."; exit 0 ;;
+"maintenance set") exit 0 ;;
+"policy import")
+    if [ -n "${FAKE_POLICY_FAILS:-}" ] || [ ! -r "$4" ]; then
+        echo "unable to import policy: invalid character 'x' looking for beginning of value" >&2; exit 1
+    fi
+    exit 0 ;;
+"server start")
+    for v in KOPIA_SERVER_USERNAME KOPIA_SERVER_PASSWORD KOPIA_SERVER_CONTROL_USER KOPIA_SERVER_CONTROL_PASSWORD; do
+        eval "[ -n \"\${$v:-}\" ]" && echo "server-env $v" >> "$FAKE_STATE/env"
+    done
+    echo "SERVER CERT SHA256: fake"; exit 0 ;;
+esac
+echo "fake kopia: unexpected call: $*" >&2; exit 99
+"""
+
+SECRETS = render.kopia_secret_variables("repo-pw", "ui-user", "ui-pw", "control-pw")
+
+
+@pytest.fixture
+def env_dirs(tmp_path: Path) -> dict[str, Path]:
+    dirs = {name: tmp_path / name for name in ("deploy", "state", "cache", "bin", "fake")}
+    for d in dirs.values():
+        d.mkdir()
+    (dirs["bin"] / "kopia").write_text(FAKE_KOPIA)
+    (dirs["bin"] / "kopia").chmod(0o755)
+    for name in (render.REPOSITORY_CONFIG, render.STORAGE_TOKEN, render.POLICY_JSON, render.TLS_CERT, render.TLS_KEY):
+        (dirs["deploy"] / name).write_text("{}\n")
+    (dirs["deploy"] / render.SECRETS_ENV).write_text(render.render_secrets_env(SECRETS))
+    return dirs
+
+
+def params_for(dirs: dict[str, Path], *, owner: bool = True, tls: bool = True) -> render.StartScriptParams:
+    return render.StartScriptParams(
+        hostname="sakamoto",
+        username="shelken",
+        maintenance_owner="shelken@sakamoto" if owner else "shelken@vps",
+        port=51515,
+        tls=tls,
+        refresh_interval="5m",
+        sources=("shelken@sakamoto:/backup/minio", "shelken@sakamoto:/backup/compose"),
+        deploy_dir=str(dirs["deploy"]),
+        state_dir=str(dirs["state"]),
+        cache_dir=str(dirs["cache"]),
+    )
+
+
+def run_script(
+    dirs: dict[str, Path], scenario: str, params: render.StartScriptParams, **extra_env: str
+) -> subprocess.CompletedProcess:
+    env = {
+        **extra_env,
+        "PATH": f"{dirs['bin']}:{os.environ['PATH']}",
+        "FAKE_SCENARIO": scenario,
+        "FAKE_STATE": str(dirs["fake"]),
+    }
+    script = render.render_start_script(params)
+    return subprocess.run(["sh", "-c", script, "kopia-start"], env=env, capture_output=True, text=True, timeout=30)
+
+
+def calls(dirs: dict[str, Path]) -> list[str]:
+    path = dirs["fake"] / "calls"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def verbs(dirs: dict[str, Path]) -> list[str]:
+    return [" ".join(c.split()[:2]) for c in calls(dirs)]
+
+
+def fatal_lines(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stderr.splitlines() if "FATAL" in line]
+
+
+def test_empty_storage_creates_then_imports_then_serves(env_dirs):
+    result = run_script(env_dirs, "empty", params_for(env_dirs))
+    assert result.returncode == 0, result.stderr
+    assert verbs(env_dirs) == [
+        "repository connect",
+        "repository create",
+        "maintenance set",
+        "policy import",
+        "server start",
+    ]
+    connect, create, maintenance, policy, server = calls(env_dirs)
+    for call in (connect, create):
+        # identity overrides on connect AND create: a repository created without them belongs to root@<container>
+        assert "--override-hostname=sakamoto --override-username=shelken" in call
+        assert "--no-check-for-updates" in call
+        assert "--no-persist-credentials" in call
+    assert f"--file {env_dirs['deploy']}/{render.REPOSITORY_CONFIG}" in connect
+    assert f"--token-file {env_dirs['deploy']}/{render.STORAGE_TOKEN}" in create
+    assert maintenance == "maintenance set --owner=me"
+    assert f"--from-file {env_dirs['deploy']}/{render.POLICY_JSON}" in policy
+    assert "--tls-cert-file=" in server and "--tls-key-file=" in server and "--insecure" not in server
+    assert "--refresh-interval=5m" in server
+    assert "--address=0.0.0.0:51515" in server
+    # No secret on any command line: they travel in the environment.
+    for call in calls(env_dirs):
+        for secret in SECRETS.values():
+            if secret != render.SERVER_CONTROL_USER:
+                assert secret not in call
+    env_log = (env_dirs["fake"] / "env").read_text()
+    assert "password-in-env repository connect" in env_log
+    assert "password-in-env server start" in env_log
+    for variable in ("KOPIA_SERVER_USERNAME", "KOPIA_SERVER_PASSWORD", "KOPIA_SERVER_CONTROL_PASSWORD"):
+        assert f"server-env {variable}" in env_log
+    assert (env_dirs["state"] / "repository-seen").exists()
+
+
+@pytest.mark.parametrize(
+    ("scenario", "expected"),
+    [
+        ("wrong-password", "invalid repository password"),
+        ("endpoint-down", "no such host"),
+    ],
+)
+def test_connect_failure_exits_with_one_fatal_line_and_never_creates_or_serves(env_dirs, scenario, expected):
+    result = run_script(env_dirs, scenario, params_for(env_dirs))
+    assert result.returncode == 1
+    assert verbs(env_dirs) == ["repository connect"]
+    (line,) = fatal_lines(result)
+    assert line.startswith("kopia-start: FATAL: cannot connect to the repository")
+    assert expected in line
+    assert not (env_dirs["state"] / "repository-seen").exists()
+
+
+def test_existing_repository_connects_without_create(env_dirs):
+    result = run_script(env_dirs, "existing", params_for(env_dirs))
+    assert result.returncode == 0, result.stderr
+    assert verbs(env_dirs) == ["repository connect", "maintenance set", "policy import", "server start"]
+
+
+def test_non_owner_host_never_creates_and_waits_for_the_owner(env_dirs):
+    result = run_script(env_dirs, "empty", params_for(env_dirs, owner=False))
+    assert result.returncode == 1
+    assert verbs(env_dirs) == ["repository connect"]
+    (line,) = fatal_lines(result)
+    assert "only shelken@vps creates it" in line
+
+
+def test_non_owner_host_does_not_touch_maintenance(env_dirs):
+    result = run_script(env_dirs, "existing", params_for(env_dirs, owner=False))
+    assert result.returncode == 0, result.stderr
+    assert "maintenance set" not in verbs(env_dirs)
+
+
+def test_empty_answer_after_a_seen_repository_refuses_to_create(env_dirs):
+    """A backend that fails with 404/empty listings (OpenList does) must not get a second repository."""
+    (env_dirs["state"] / "repository-seen").write_text("2026-01-01T00:00:00Z\n")
+    result = run_script(env_dirs, "empty", params_for(env_dirs))
+    assert result.returncode == 1
+    assert verbs(env_dirs) == ["repository connect"]
+    (line,) = fatal_lines(result)
+    assert "refusing to create a new repository" in line
+
+
+def test_openlist_empty_folder_marker_is_explained(env_dirs):
+    result = run_script(env_dirs, "empty-folder-marker", params_for(env_dirs))
+    assert result.returncode == 1
+    assert verbs(env_dirs) == ["repository connect", "repository create"]
+    (line,) = fatal_lines(result)
+    assert "ThisIsAnEmptyFolderInTheS3Bucket" in line
+
+
+def test_missing_config_file_fails_before_any_kopia_call(env_dirs):
+    (env_dirs["deploy"] / render.POLICY_JSON).unlink()
+    result = run_script(env_dirs, "existing", params_for(env_dirs))
+    assert result.returncode == 1
+    assert calls(env_dirs) == []
+    (line,) = fatal_lines(result)
+    assert "policy.json" in line and "pulumi up" in line
+
+
+def test_insecure_is_explicit_and_skips_tls_files(env_dirs):
+    for name in (render.TLS_CERT, render.TLS_KEY):
+        (env_dirs["deploy"] / name).unlink()
+    result = run_script(env_dirs, "existing", params_for(env_dirs, tls=False))
+    assert result.returncode == 0, result.stderr
+    server = calls(env_dirs)[-1]
+    assert "--insecure" in server and "--tls-cert-file" not in server
+
+
+def test_policy_import_failure_stops_before_the_server(env_dirs):
+    result = run_script(env_dirs, "existing", params_for(env_dirs), FAKE_POLICY_FAILS="1")
+    assert result.returncode == 1
+    assert "server start" not in verbs(env_dirs)
+    (line,) = fatal_lines(result)
+    assert "cannot import" in line and "invalid character" in line
+
+
+def test_script_is_valid_posix_sh():
+    params = render.StartScriptParams("vps", "shelken", "shelken@sakamoto", 51515, True, "5m", ("shelken@vps:/x",))
+    for script in (render.render_start_script(params), render.render_healthcheck(params, "ab" * 32)):
+        subprocess.run(["sh", "-n", "-c", script], check=True)
