@@ -185,24 +185,29 @@ class Images(_Model):
     openlist: PinnedImage = Field(description="OpenList image (v4.1.9+: uploads need real modification times)")
 
 
+def _bucket(value: str) -> str:
+    if not _BUCKET.match(value):
+        raise ValueError("must be 3-63 lowercase letters, digits, '.', '-'")
+    return value
+
+
+def _prefix(value: str) -> str:
+    if problems := _prefix_problems(value):
+        raise ValueError("; ".join(problems))
+    return value
+
+
 class Repository(_Model):
-    bucket: str = Field(description="S3 bucket both hosts write to (an OpenList S3 bucket name)")
-    prefix: str = Field(description="object prefix inside the bucket, e.g. 'main/'")
+    # Field validators, not a model validator: they run even when another field of the model is invalid.
+    bucket: Annotated[str, AfterValidator(_bucket)] = Field(
+        description="S3 bucket both hosts write to (an OpenList S3 bucket name)"
+    )
+    prefix: Annotated[str, AfterValidator(_prefix)] = Field(description="object prefix inside the bucket, e.g. 'main/'")
     username: UserName = Field(description="Kopia user of every host's identity <username>@<host>")
     maintenance_owner: str = Field(
         alias="maintenanceOwner",
         description="<username>@<host> that runs maintenance and is the only host allowed to create the repository",
     )
-
-    @model_validator(mode="after")
-    def _check(self) -> Repository:
-        problems = []
-        if not _BUCKET.match(self.bucket):
-            problems.append("bucket: must be 3-63 lowercase letters, digits, '.', '-'")
-        problems.extend(f"prefix: {p}" for p in _prefix_problems(self.prefix))
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
 
 
 def _prefix_problems(prefix: str) -> list[str]:
@@ -215,8 +220,8 @@ def _prefix_problems(prefix: str) -> list[str]:
     problems = []
     if not prefix.endswith("/"):
         problems.append(f"must end with '/' (a folder), e.g. '{prefix}/'")
-    segments = prefix.rstrip("/").split("/")
-    if prefix.startswith("/") or not all(_PREFIX_SEGMENT.match(s) for s in segments):
+    segments = prefix.removesuffix("/").split("/")
+    if prefix.startswith("/") or not all(_PREFIX_SEGMENT.match(s) and s not in (".", "..") for s in segments):
         problems.append("must be folder names of letters, digits, '.', '_', '-' separated by '/', no leading '/'")
     if OPENLIST_EMPTY_FOLDER_MARKER in prefix:
         problems.append(f"must not contain OpenList's empty-folder marker '{OPENLIST_EMPTY_FOLDER_MARKER}'")
@@ -240,6 +245,11 @@ class SourceTarget(_Model):
     user: UserName
     host: HostName
     path: AbsolutePath
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        return _parse_target(value)
 
     def __str__(self) -> str:
         return f"{self.user}@{self.host}:{self.path}"
@@ -275,34 +285,39 @@ class KeyVault(_Model):
 # ---------------------------------------------------------------- host models
 
 
+_HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-\S+) [A-Za-z0-9+/=]{20,}$")
+
+
+def _host_key(value: str) -> str:
+    if not _HOST_KEY.match(value):
+        raise ValueError("must be '<type> <base64>' as printed by 'ssh-keyscan -t ed25519 <host>' (without the host)")
+    return value
+
+
+def _ssh_options(value: list[str]) -> list[str]:
+    # ssh takes 'Key=value' and 'Key value', keywords and yes/no values in any case.
+    joined = " ".join(value).lower()
+    if re.search(r"stricthostkeychecking\s*[=\s]\s*(no|off)\b", joined) or re.search(
+        r"userknownhostsfile\s*[=\s]\s*/dev/null", joined
+    ):
+        raise ValueError("must not disable host key checking; pin the key with hostKey instead")
+    return value
+
+
 class Ssh(_Model):
     user: UserName
     address: str = Field(min_length=1, description="host name or IP the operator's machine reaches")
     port: int = Field(default=22, ge=1, le=65535)
-    host_key: str = Field(
+    host_key: Annotated[str, AfterValidator(_host_key)] = Field(
         alias="hostKey",
         description="the host's public key, as in known_hosts without the host column: 'ssh-ed25519 AAAA...'",
     )
     private_key: SecretReference | None = Field(
         default=None, alias="privateKey", description="secret reference; unset: use the ssh-agent"
     )
-    options: list[str] = Field(default_factory=list, description="extra ssh options, e.g. ['-o', 'ConnectTimeout=10']")
-
-    @model_validator(mode="after")
-    def _check(self) -> Ssh:
-        problems = []
-        if not re.match(
-            r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-\S+) [A-Za-z0-9+/=]{20,}$", self.host_key
-        ):
-            problems.append(
-                "hostKey: must be '<type> <base64>' as printed by 'ssh-keyscan -t ed25519 <host>' (without the host)"
-            )
-        joined = " ".join(self.options).replace(" ", "").lower()
-        if "stricthostkeychecking=no" in joined or "userknownhostsfile=/dev/null" in joined:
-            problems.append("options: must not disable host key checking; pin the key with hostKey instead")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+    options: Annotated[list[str], AfterValidator(_ssh_options)] = Field(
+        default_factory=list, description="extra ssh options, e.g. ['-o', 'ConnectTimeout=10']"
+    )
 
 
 class Network(_Model):
@@ -436,12 +451,6 @@ def _pydantic_problems(error: ValidationError) -> list[tuple[str, str]]:
             message = "is required"
         elif item["type"] == "extra_forbidden":
             message = "unknown key (check its spelling)"
-        # Model-level rules report "field: message; field: message" at the model's own key.
-        if item["type"] == "value_error" and ": " in message and loc and not isinstance(loc[-1], int):
-            for part in message.split("; "):
-                field, _, text = part.partition(": ")
-                problems.append((_key((*loc, field)), text))
-            continue
         problems.append((_key(loc), message))
     return problems
 
@@ -517,8 +526,13 @@ def _consistency_problems(config: StackConfig) -> list[tuple[str, str]]:
     ports = {"kopia.server.port": config.kopia.server.port}
     if config.openlist is not None:
         ports |= {"openlist.webPort": config.openlist.web_port, "openlist.s3Port": config.openlist.s3_port}
-    if len(set(ports.values())) != len(ports):
-        problems.append((f"{PROJECT}:kopia.server.port", f"published ports collide: {ports}"))
+    first_user: dict[int, str] = {}
+    for name, port in ports.items():
+        if port in first_user:
+            problems.append(
+                (f"{PROJECT}:{name}", f"published ports collide: {port} is also {first_user[port]}; pick another port")
+            )
+        first_user.setdefault(port, name)
     return problems
 
 
@@ -528,21 +542,8 @@ def _is_within(path: str, directory: str) -> bool:
 
 def load_stack_config(values: Mapping[str, Any]) -> StackConfig:
     """Validate the stack's config (`{key: value}` without namespace) or raise ConfigError listing every problem."""
-    problems: list[tuple[str, str]] = []
-    data = dict(values)
-    policy = data.get("policy")
-    if isinstance(policy, Mapping) and isinstance(policy.get("sources"), list):
-        parsed_sources = []
-        for i, raw in enumerate(policy["sources"]):
-            try:
-                parsed_sources.append(_parse_target(raw))
-            except ValueError as exc:
-                problems.append((f"{PROJECT}:policy.sources[{i}]", str(exc)))
-        data["policy"] = {**policy, "sources": parsed_sources}
-    if problems:
-        raise ConfigError(problems)
     try:
-        config = StackConfig.model_validate(data)
+        config = StackConfig.model_validate(dict(values))
     except ValidationError as exc:
         raise ConfigError(_pydantic_problems(exc)) from None
     problems = _consistency_problems(config)

@@ -140,7 +140,8 @@ class KopiaNode(pulumi.ComponentResource):
             + [docker.ContainerLabelArgs(label="homelab-backup.config-sha256", value=digest)],
             entrypoints=["/bin/sh", "-c", render.render_start_script(params), "kopia-start"],
             healthcheck=docker.ContainerHealthcheckArgs(
-                tests=healthcheck.apply(lambda script: ["CMD", "/bin/sh", "-c", script]),
+                # CMD-SHELL: Docker runs it with /bin/sh -c, like `docker run --health-cmd`.
+                tests=healthcheck.apply(lambda script: ["CMD-SHELL", script]),
                 interval="60s",
                 timeout="20s",
                 start_period="120s",

@@ -133,8 +133,8 @@ def test_vps_kopia_container(vps):
     assert "MAY_CREATE=no" in script  # sakamoto owns the repository
     assert "--tls-cert-file=/app/deploy/tls.crt" in script
     health = container.inputs["healthcheck"]["tests"]
-    assert health[:3] == ["CMD", "/bin/sh", "-c"]
-    assert "shelken@vps:/backup/data" in health[3]
+    assert health[0] == "CMD-SHELL"
+    assert "shelken@vps:/backup/data" in health[1]
     labels = labels_of(container)
     assert labels["homepage.name"] == "kopia"
     assert len(labels["homelab-backup.config-sha256"]) == 64

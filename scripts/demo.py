@@ -1,0 +1,54 @@
+"""Deploy the test stacks on local Docker, show the backups land, clean up. See scripts/demo.sh."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.e2e import infra
+from tests.e2e.system import KOPIA, SOURCES, System, say, tree_digest, wait_for
+
+ALL_SOURCES = [f"shelken@{stack}:{path}" for stack, paths in SOURCES.items() for path in paths]
+
+
+def main() -> int:
+    from tests.e2e.system import real_parts
+
+    with real_parts() as (images, ssh_host):
+        system = System(ssh_host=ssh_host, kopia_binary=Path(images.kopia_binary))
+        try:
+            say("pulumi up e2e-vps, OpenList first-deploy steps, pulumi up e2e-sakamoto")
+            system.deploy(infra.OpenListAdmin)
+            say("waiting for sakamoto to create the repository and both hosts to back up (about a minute)")
+            wait_for("the repository", lambda: system.oracle.connect().returncode == 0, 240, interval=5)
+            wait_for(
+                "a snapshot of every source",
+                lambda: set(ALL_SOURCES) <= {_source(s) for s in system.oracle.snapshots()},
+                300,
+                interval=10,
+            )
+            print(system.oracle.run("snapshot", "list", "--all").stdout)
+            for stack in KOPIA:
+                url = system.runs[stack].outputs["kopia_server_url"]
+                print(f"{KOPIA[stack]}: {system.health(KOPIA[stack])}, server {url}")
+            latest = system.oracle.snapshots_of("shelken@vps:/backup/data")[-1]
+            with tempfile.TemporaryDirectory() as target:
+                started = time.monotonic()
+                system.oracle.run("snapshot", "restore", latest["id"], target)
+                same = tree_digest(Path(target)) == tree_digest(SOURCES["vps"]["/backup/data"])
+                say(f"restored shelken@vps:/backup/data in {time.monotonic() - started:.1f}s: identical={same}")
+            return 0 if same else 1
+        finally:
+            say("tearing down (pulumi destroy)")
+            system.destroy()
+
+
+def _source(snapshot: dict) -> str:
+    source = snapshot["source"]
+    return f"{source['userName']}@{source['host']}:{source['path']}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

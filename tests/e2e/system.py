@@ -1,0 +1,292 @@
+"""The deployed system under test: both test stacks on the real engine, and Kopia as the oracle.
+
+`System.deploy()` does what an operator does on first deploy: `pulumi up` the
+vps stack (OpenList + Kopia), the README's OpenList first-deploy steps (admin
+login, a storage, the S3 keys, a restart), then `pulumi up` the sakamoto stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.adapter import Deployment
+from tests.e2e.s3 import S3Client
+from tests.harness import ProgramRun, run_program, stack_config
+
+BASE = Path("/var/tmp/homelab-e2e")  # the test stacks' host paths live here
+OPENLIST = "hle2e-openlist"
+KOPIA = {"vps": "hle2e-kopia-vps", "sakamoto": "hle2e-kopia-sakamoto"}
+ADDRESS = {"vps": "127.0.0.2", "sakamoto": "127.0.0.3"}
+SOURCES = {
+    "vps": {"/backup/data": BASE / "vps/data"},
+    "sakamoto": {"/backup/minio": BASE / "sakamoto/minio", "/backup/compose": BASE / "sakamoto/compose"},
+}
+S3_ENDPOINT = f"127.0.0.2:{5246}"  # OpenList's S3 port as published on the VPS deploy address
+
+
+def say(message: str) -> None:
+    print(f"[e2e] {message}", file=sys.__stderr__, flush=True)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 2.0) -> Any:
+    """Poll until `check` returns a truthy value; the error says what never happened."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as error:
+            last_error = error
+        time.sleep(interval)
+    raise AssertionError(
+        f"timed out after {timeout:.0f}s waiting for {what}" + (f": {last_error}" if last_error else "")
+    )
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """relative path -> sha256 of every regular file under root."""
+    digests = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            digests[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def write_test_data(root: Path, seed: str, files: int = 12) -> None:
+    """A small mixed tree: nested dirs, compressible text, random bytes, an empty file."""
+    rng = hashlib.sha256(seed.encode()).digest()
+    for i in range(files):
+        path = root / f"dir{i % 3}" / f"file{i}.{'txt' if i % 2 else 'bin'}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if i % 2:
+            path.write_text(f"{seed} line {i}\n" * (200 * (i + 1)))
+        else:
+            path.write_bytes(os.urandom(4096 * (i + 1)) + rng)
+    (root / "empty.txt").write_bytes(b"")
+
+
+@dataclass
+class Kopia:
+    """The real kopia binary on the test machine, connected read-only to the shared repository."""
+
+    binary: Path
+    password: str
+    access_key: str
+    secret_key: str
+    workdir: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "PATH": os.environ["PATH"],
+            "HOME": str(self.workdir),
+            "KOPIA_PASSWORD": self.password,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "KOPIA_CHECK_FOR_UPDATES": "false",
+            "KOPIA_PERSIST_CREDENTIALS_ON_CONNECT": "false",
+        }
+
+    def run(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        argv = [str(self.binary), f"--config-file={self.workdir}/repository.config", *args]
+        result = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kopia {' '.join(args)} failed: {result.stderr.strip()[-500:]}")
+        return result
+
+    def connect(self, prefix: str = "main/", *extra: str) -> subprocess.CompletedProcess:
+        return self.run(
+            "repository",
+            "connect",
+            "s3",
+            "--bucket=kopia",
+            f"--prefix={prefix}",
+            f"--endpoint={S3_ENDPOINT}",
+            "--disable-tls",
+            "--override-hostname=e2e-oracle",
+            "--override-username=tester",
+            f"--cache-directory={self.workdir}/cache",
+            *extra,
+        )
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "--json").stdout)
+
+    def snapshots(self) -> list[dict]:
+        return self.json("snapshot", "list", "--all")
+
+    def snapshots_of(self, source: str) -> list[dict]:
+        user_host, path = source.split(":", 1)
+        user, host = user_host.split("@")
+        return [
+            s
+            for s in self.snapshots()
+            if s["source"]["host"] == host and s["source"]["userName"] == user and s["source"]["path"] == path
+        ]
+
+    def repository_id(self) -> str:
+        status = self.json("repository", "status")
+        return status["uniqueIDHex"]
+
+
+@dataclass
+class System:
+    ssh_host: Any  # infra.SshHost
+    kopia_binary: Path
+    admin: Any = None  # infra.OpenListAdmin, after deploy
+    secrets: dict[str, str] = field(default_factory=dict)
+    deployments: dict[str, Deployment] = field(default_factory=dict)
+    runs: dict[str, ProgramRun] = field(default_factory=dict)
+    oracle: Kopia | None = None
+
+    def __post_init__(self) -> None:
+        self.secrets = {
+            "repoPassword": "repo-" + secrets.token_urlsafe(18),
+            "serverUsername": "admin-" + secrets.token_hex(4),
+            "serverPassword": "ui-" + secrets.token_urlsafe(18),
+            "serverControlPassword": "ctl-" + secrets.token_urlsafe(18),
+            "s3AccessKeyId": "AK" + secrets.token_hex(8).upper(),
+            "s3SecretAccessKey": "sk-" + secrets.token_urlsafe(24),
+            "s3Endpoint": f"http://{OPENLIST}:5246",
+        }
+        self.openlist_admin_password = "ol-" + secrets.token_urlsafe(12)
+        for stack in ("vps", "sakamoto"):
+            self.deployments[stack] = Deployment(f"e2e-{stack}", Path(self.ssh_host.private_key_path))
+
+    @property
+    def secret_values(self) -> list[str]:
+        values = [v for k, v in self.secrets.items() if k not in ("s3Endpoint", "serverUsername")]
+        return [*values, self.openlist_admin_password]
+
+    # ------------------------------------------------------------ pulumi up
+
+    def overrides(self, stack: str, **extra: Any) -> dict[str, Any]:
+        """What an operator sets with `pulumi config set` to point the test stack at this machine's sshd."""
+        host = stack_config(f"e2e-{stack}")["homelab-backup:host"]
+        ssh = {
+            **host["ssh"],
+            "address": self.ssh_host.address,
+            "port": self.ssh_host.port,
+            "user": self.ssh_host.user,
+            "hostKey": self.ssh_host.host_public_key,
+        }
+        return {"homelab-backup:host": {**host, "ssh": ssh}, **extra}
+
+    def up(self, stack: str, secrets_override: dict[str, str] | None = None, **extra: Any) -> ProgramRun:
+        started = time.monotonic()
+        run = run_program(
+            f"e2e-{stack}",
+            overrides=self.overrides(stack, **extra),
+            secrets={**self.secrets, **(secrets_override or {})},
+        )
+        self.deployments[stack].apply(run)
+        self.runs[stack] = run
+        say(f"pulumi up e2e-{stack}: {time.monotonic() - started:.1f}s ({', '.join(self.deployments[stack].log[-4:])})")
+        return run
+
+    def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.deployments["vps"].docker(*args, check=check)
+
+    def inspect(self, container: str) -> dict:
+        return json.loads(self.docker("inspect", container).stdout)[0]
+
+    def health(self, container: str) -> str:
+        state = self.inspect(container)["State"]
+        return state.get("Health", {}).get("Status", state["Status"])
+
+    def logs(self, container: str) -> str:
+        result = self.docker("logs", container, check=False)
+        return result.stdout + result.stderr
+
+    # ------------------------------------------------------------ first deploy
+
+    def prepare_host(self) -> None:
+        if BASE.exists():
+            shutil.rmtree(BASE)
+        for stack in ("vps", "sakamoto"):
+            (BASE / stack).mkdir(parents=True)
+            shutil.chown(BASE / stack, user=self.ssh_host.user)  # the SSH user writes the config dir here
+            for source_dir in SOURCES[stack].values():
+                source_dir.mkdir(parents=True)
+                write_test_data(source_dir, seed=str(source_dir))
+        BASE.chmod(0o755)
+
+    def deploy(self, openlist_admin_cls: Any) -> None:
+        self.prepare_host()
+        self.up("vps")
+        self.first_deploy_openlist(openlist_admin_cls)
+        self.up("sakamoto")
+        workdir = BASE / "oracle"
+        workdir.mkdir()
+        self.oracle = Kopia(
+            self.kopia_binary,
+            self.secrets["repoPassword"],
+            self.secrets["s3AccessKeyId"],
+            self.secrets["s3SecretAccessKey"],
+            workdir,
+        )
+
+    def first_deploy_openlist(self, openlist_admin_cls: Any) -> None:
+        """README "First deploy", step 2, through OpenList's admin API instead of its web UI."""
+        started = time.monotonic()
+        admin = openlist_admin_cls(f"http://{ADDRESS['vps']}:5244")
+        admin.wait_ping(120)
+        admin.set_admin_password(OPENLIST, self.openlist_admin_password)
+        admin.login(self.openlist_admin_password)
+        # A Local storage at /189 stands in for the 189 Cloud drive (web_proxy matters for 189 only).
+        self.docker("exec", OPENLIST, "mkdir", "-p", "/opt/openlist/data/drive189/kopia")
+        admin.create_local_storage("/189", "/opt/openlist/data/drive189")
+        admin.configure_s3(
+            self.secrets["s3AccessKeyId"],
+            self.secrets["s3SecretAccessKey"],
+            buckets=[{"name": "kopia", "path": "/189/kopia"}],
+        )
+        self.docker("restart", OPENLIST)  # OpenList reads the S3 keys at start only
+        admin.wait_ping(120)
+        self.admin = admin
+        say(f"OpenList first-deploy steps: {time.monotonic() - started:.1f}s")
+
+    def s3(self) -> S3Client:
+        return S3Client(f"http://{S3_ENDPOINT}", self.secrets["s3AccessKeyId"], self.secrets["s3SecretAccessKey"])
+
+    def destroy(self) -> None:
+        errors = []
+        for stack in ("sakamoto", "vps"):
+            try:
+                self.deployments[stack].destroy()
+            except Exception as error:
+                errors.append(str(error))
+        subprocess.run(["rm", "-rf", str(BASE)], check=False)
+        if errors:
+            raise RuntimeError("; ".join(errors))
+
+
+@contextlib.contextmanager
+def real_parts() -> Iterator[tuple[Any, Any]]:
+    """Docker engine, images and sshd, outside pytest (the demo and the benchmark): (images, ssh_host)."""
+    from tests.e2e import infra
+
+    infra.check_prerequisites()
+    cache = infra.cache_dir()
+    engine = infra.ensure_docker_engine(cache)
+    sshd = infra.SshServer()
+    try:
+        images = infra.ensure_images(cache, infra.ensure_kopia_binary(cache), infra.ensure_openlist_binary(cache))
+        yield images, sshd.start()
+    finally:
+        sshd.stop()
+        engine.stop()

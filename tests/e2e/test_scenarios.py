@@ -1,0 +1,358 @@
+"""Every stack on real Kopia, real OpenList, a real Docker engine reached over a real SSH host.
+
+The container and file specs come from the program itself (the committed test
+stacks Pulumi.e2e-vps.yaml and Pulumi.e2e-sakamoto.yaml, run under mocks) and
+are applied by tests/e2e/adapter.py. Kopia's own commands are the oracle.
+
+The tests share one deployment (module scope) and run in file order: first
+boot, then what a running system must survive.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from base64 import b64encode
+from pathlib import Path
+
+import pytest
+
+from components import render
+from tests.e2e import infra
+from tests.e2e.system import ADDRESS, BASE, KOPIA, OPENLIST, SOURCES, System, say, tree_digest, wait_for
+
+ALL_SOURCES = ["shelken@vps:/backup/data", "shelken@sakamoto:/backup/minio", "shelken@sakamoto:/backup/compose"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def system(docker_engine, images, ssh_host, request) -> System:
+    system = System(ssh_host=ssh_host, kopia_binary=Path(images.kopia_binary))
+    request.addfinalizer(system.destroy)
+    started = time.monotonic()
+    system.deploy(infra.OpenListAdmin)
+    say(f"deployed both stacks: {time.monotonic() - started:.1f}s")
+    return system
+
+
+def snapshot_sources(system: System) -> set[str]:
+    return {f"{s['source']['userName']}@{s['source']['host']}:{s['source']['path']}" for s in system.oracle.snapshots()}
+
+
+def wait_healthy(system: System, container: str, timeout: float = 240) -> None:
+    def healthy() -> bool:
+        status = system.health(container)
+        if status == "unhealthy":
+            raise AssertionError(f"{container} unhealthy: {system.logs(container)[-800:]}")
+        return status == "healthy"
+
+    wait_for(f"{container} to be healthy", healthy, timeout, interval=3)
+
+
+def fatal_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "kopia-start: FATAL:" in line]
+
+
+def server_answers(address: str, port: int = 51515) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------- 1. first boot on an empty bucket
+
+
+def test_first_boot_creates_once_and_both_hosts_snapshot_on_schedule(system: System):
+    # sakamoto is the maintenance owner: it creates; vps waits (crash-loops loudly) and then connects.
+    wait_for("the repository to exist", lambda: system.oracle.connect().returncode == 0, 240, interval=5)
+    sakamoto_log = system.logs(KOPIA["sakamoto"])
+    assert "creating it as shelken@sakamoto" in sakamoto_log
+    vps_log = system.logs(KOPIA["vps"])
+    assert "creating it" not in vps_log, "only the owner may create the repository"
+    for stack in ("vps", "sakamoto"):
+        wait_healthy(system, KOPIA[stack])
+    wait_for(
+        "scheduled snapshots of all three sources",
+        lambda: set(ALL_SOURCES) <= snapshot_sources(system),
+        300,
+        interval=10,
+    )
+    for source in ALL_SOURCES:
+        snapshot = system.oracle.snapshots_of(source)[-1]
+        assert snapshot["stats"]["errorCount"] == 0
+        assert not snapshot.get("incomplete")
+    # policy show reflects policy.json
+    for source in ALL_SOURCES:
+        shown = system.oracle.json("policy", "show", source)
+        assert shown["retention"]["keepHourly"] == 24
+        assert shown["retention"]["keepDaily"] == 7
+        assert shown["compression"]["compressorName"] == "zstd-fastest"
+        assert shown["scheduling"]["intervalSeconds"] == 60
+    maintenance = system.oracle.run("maintenance", "info").stdout
+    assert "Owner: shelken@sakamoto" in maintenance
+
+
+# ---------------------------------------------------------------- 5. server access
+
+
+@pytest.mark.parametrize("stack", ["vps", "sakamoto"])
+def test_server_requires_credentials_and_serves_the_declared_certificate(system: System, stack: str):
+    address = ADDRESS[stack]
+    url = f"https://{address}:51515/api/v1/repo/status"
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # self-signed: trust is the pinned fingerprint below
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, context=context, timeout=10)
+    assert refused.value.code == 401
+
+    run = system.runs[stack]
+    username = system.secrets["serverUsername"]
+    auth = b64encode(f"{username}:{system.secrets['serverPassword']}".encode()).decode()
+    request = urllib.request.Request(url, headers={"Authorization": f"Basic {auth}"})
+    with urllib.request.urlopen(request, context=context, timeout=10) as answer:  # noqa: S310
+        assert answer.status == 200
+        assert json.load(answer)["connected"] is True
+
+    wrong = b64encode(f"{username}:not-the-password".encode()).decode()
+    with pytest.raises(urllib.error.HTTPError) as wrong_answer:
+        urllib.request.urlopen(
+            urllib.request.Request(url, headers={"Authorization": f"Basic {wrong}"}), context=context, timeout=10
+        )
+    assert wrong_answer.value.code == 401
+
+    served = ssl.get_server_certificate((address, 51515))
+    assert render.pem_sha256_fingerprint(served) == run.outputs["kopia_tls_fingerprint"]
+
+
+# ---------------------------------------------------------------- 7. restore
+
+
+def test_restore_latest_snapshot_of_each_source_byte_for_byte(system: System, tmp_path: Path):
+    for stack, sources in SOURCES.items():
+        for path, host_dir in sources.items():
+            source = f"shelken@{stack}:{path}"
+            latest = system.oracle.snapshots_of(source)[-1]
+            target = tmp_path / stack / path.strip("/").replace("/", "-")
+            system.oracle.run("snapshot", "restore", latest["id"], str(target))
+            restored, original = tree_digest(target), tree_digest(host_dir)
+            assert restored == original, f"{source}: restored tree differs"
+            assert len(original) >= 10
+
+
+# ---------------------------------------------------------------- 8. secrets
+
+
+def test_no_secret_in_inspect_logs_processes_or_readable_files(system: System):
+    values = system.secret_values
+    containers = [KOPIA["vps"], KOPIA["sakamoto"], OPENLIST]
+    for container in containers:
+        inspect = system.docker("inspect", container).stdout
+        logs = system.logs(container)
+        for value in values:
+            assert value not in inspect, f"secret in docker inspect {container}"
+            assert value not in logs, f"secret in docker logs {container}"
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    for value in values:
+        assert value not in processes, "secret on a command line"
+    for stack in ("vps", "sakamoto"):
+        in_container = system.docker("exec", KOPIA[stack], "ps", "-o", "args").stdout
+        assert "kopia server start" in in_container or "kopia" in in_container
+        for value in values:
+            assert value not in in_container
+    # Every file on the host that holds a secret is 0600.
+    holders = []
+    for path in BASE.rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_size < 5_000_000:
+            data = path.read_bytes()
+            if any(v.encode() in data for v in values):
+                holders.append(path)
+                assert path.stat().st_mode & 0o077 == 0, f"{path} holds a secret and is mode {oct(path.stat().st_mode)}"
+    config_dirs = {BASE / stack / "config" for stack in ("vps", "sakamoto")}
+    assert {p.parent for p in holders} >= config_dirs, "the secret files are where Pulumi writes them"
+    for config_dir in config_dirs:
+        for path in config_dir.iterdir():
+            assert path.stat().st_mode & 0o777 == 0o600, f"{path} is {oct(path.stat().st_mode)}"
+    # Kopia's own connection file inside the container holds the S3 keys: 0600 as well.
+    for stack in ("vps", "sakamoto"):
+        mode = system.docker("exec", KOPIA[stack], "stat", "-c", "%a", render.KOPIA_CONFIG_PATH).stdout.strip()
+        assert mode == "600"
+
+
+def test_container_env_is_documented_in_the_readme(system: System):
+    readme = (ROOT / "README.md").read_text()
+    for container in (KOPIA["vps"], KOPIA["sakamoto"], OPENLIST):
+        names = {e.split("=", 1)[0] for e in system.inspect(container)["Config"]["Env"]}
+        image_defaults = {"PATH", "UMASK", "RUN_ARIA2", "HOME", "LC_ALL", "TERM", "LANG", "RCLONE_CONFIG"}
+        for name in names - image_defaults:
+            assert f"`{name}`" in readme, f"container env {name} of {container} is not listed in README.md"
+
+
+# ---------------------------------------------------------------- 9. OpenList's S3 quirks, checked
+
+
+def test_openlist_uploads_carry_real_modification_times(system: System):
+    """v4.1.8 stored a zero time unless the client sent one; Kopia's maintenance trusts blob times."""
+    keys = system.s3().list_keys("kopia", "main/")
+    assert keys, "the repository has blobs"
+    years = {modified[:4] for _, modified in keys}
+    assert years <= {time.strftime("%Y")}, f"blob times are not current: {sorted(years)}"
+    listed = system.oracle.run("blob", "list", "--prefix=kopia.repository").stdout
+    assert time.strftime("%Y-") in listed
+
+
+def test_openlist_etag_is_empty_and_kopia_works_anyway(system: System):
+    head = system.s3().request("HEAD", "/kopia/main/kopia.repository")
+    assert head.status == 200
+    assert head.headers.get("ETag", head.headers.get("Etag")) in ('""', "", None)
+    # ...which Kopia tolerates: the whole suite's snapshots went through it.
+
+
+def test_openlist_empty_folder_is_listed_as_a_fake_object_and_breaks_create(system: System, tmp_path: Path):
+    system.docker("exec", OPENLIST, "mkdir", "-p", "/opt/openlist/data/drive189/kopia/emptyfolder")
+    listed = [key for key, _ in system.s3().list_keys("kopia", "emptyfolder/")]
+    assert any("ThisIsAnEmptyFolderInTheS3Bucket" in key for key in listed), listed
+    probe = system.oracle.__class__(**{**system.oracle.__dict__, "workdir": tmp_path})
+    created = probe.run(
+        "repository",
+        "create",
+        "s3",
+        "--bucket=kopia",
+        "--prefix=emptyfolder/",
+        "--endpoint=127.0.0.2:5246",
+        "--disable-tls",
+        check=False,
+    )
+    assert created.returncode != 0
+    assert render.MSG_EXISTING_DATA in created.stderr
+    # A prefix naming a folder that does not exist yet lists as empty: creation works there.
+    fresh = probe.run(
+        "repository", "create", "s3", "--bucket=kopia", "--prefix=notyet/", "--endpoint=127.0.0.2:5246", "--disable-tls"
+    )
+    assert fresh.returncode == 0
+
+
+# ---------------------------------------------------------------- 2. restart
+
+
+def test_restart_reconnects_without_a_second_repository_or_policy_changes(system: System):
+    repository_id = system.oracle.repository_id()
+    policies_before = system.oracle.json("policy", "list")
+    restarted_at = time.time()
+    system.docker("restart", OPENLIST)
+    for stack in ("vps", "sakamoto"):
+        system.docker("restart", KOPIA[stack])
+    for stack in ("vps", "sakamoto"):
+        wait_healthy(system, KOPIA[stack])
+        assert "creating it" not in system.logs(KOPIA[stack]).split("kopia-start: connecting")[-1]
+    system.oracle.run("repository", "disconnect", check=False)
+    system.oracle.connect()
+    assert system.oracle.repository_id() == repository_id
+    policies_after = system.oracle.json("policy", "list")
+    key = lambda p: json.dumps(p["target"], sort_keys=True)  # noqa: E731
+    assert sorted(map(key, policies_after)) == sorted(map(key, policies_before))
+
+    def next_snapshots_done() -> bool:
+        for source in ALL_SOURCES:
+            newest = system.oracle.snapshots_of(source)[-1]
+            started = time.mktime(time.strptime(newest["startTime"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+            if started < restarted_at - 1 or newest["stats"]["errorCount"]:
+                return False
+        return True
+
+    wait_for("a scheduled snapshot of every source after the restart", next_snapshots_done, 240, interval=10)
+
+
+# ---------------------------------------------------------------- 6. config change
+
+
+def test_policy_change_is_applied_by_pulumi_up_alone(system: System):
+    before = {s: system.inspect(KOPIA[s])["Id"] for s in ("vps", "sakamoto")}
+    policy = dict(_policy(system))
+    policy["retention"] = {"keepHourly": 12, "keepDaily": 5}
+    for stack in ("vps", "sakamoto"):
+        system.up(stack, **{"homelab-backup:policy": policy})
+    for stack in ("vps", "sakamoto"):
+        assert system.inspect(KOPIA[stack])["Id"] != before[stack], "the container was replaced"
+        wait_healthy(system, KOPIA[stack])
+    for source in ALL_SOURCES:
+        shown = system.oracle.json("policy", "show", source)
+        assert shown["retention"]["keepHourly"] == 12
+        assert shown["retention"]["keepDaily"] == 5
+
+
+def _policy(system: System) -> dict:
+    from tests.harness import stack_config
+
+    return stack_config("e2e-vps")["homelab-backup:policy"]
+
+
+# ---------------------------------------------------------------- 3. wrong repository password
+
+
+def test_wrong_password_fails_loudly_and_changes_nothing(system: System):
+    repository_id = system.oracle.repository_id()
+    snapshots_before = len(system.oracle.snapshots())
+    blobs_before = system.oracle.run("blob", "list", "--prefix=kopia.").stdout
+    system.up("sakamoto", secrets_override={"repoPassword": "definitely-wrong-password"})
+    container = KOPIA["sakamoto"]
+
+    def restarting_with_failure() -> bool:
+        state = system.inspect(container)["State"]
+        return state["ExitCode"] == 1 and system.inspect(container)["RestartCount"] >= 2
+
+    wait_for("the container to exit 1 and be restarted by Docker", restarting_with_failure, 180, interval=3)
+    for _ in range(5):  # no server ever answers, however often it restarts
+        assert not server_answers(ADDRESS["sakamoto"])
+        time.sleep(1)
+    lines = fatal_lines(system.logs(container))
+    assert lines and all("invalid repository password" in line for line in lines)
+    one_start = system.logs(container).split("kopia-start: connecting")[-1]
+    assert len(fatal_lines(one_start)) == 1, "one clear line per failed start"
+    assert "creat" not in one_start
+    assert system.oracle.repository_id() == repository_id
+    assert system.oracle.run("blob", "list", "--prefix=kopia.").stdout == blobs_before
+    assert len(system.oracle.snapshots()) >= snapshots_before
+    system.up("sakamoto")  # the right password again
+    wait_healthy(system, container)
+
+
+# ---------------------------------------------------------------- 4. S3 endpoint down at start
+
+
+def test_endpoint_down_at_start_fails_loudly_then_recovers_by_itself(system: System):
+    container = KOPIA["vps"]
+    system.docker("stop", OPENLIST)
+    try:
+        system.docker("restart", container)
+
+        def failing() -> bool:
+            return bool(fatal_lines(system.logs(container).split("kopia-start: connecting")[-1]))
+
+        wait_for("the start to fail while OpenList is down", failing, 120, interval=2)
+        state = system.inspect(container)["State"]
+        assert state["ExitCode"] == 1 or state["Restarting"]
+        assert not server_answers(ADDRESS["vps"])
+        line = fatal_lines(system.logs(container))[-1]
+        assert "cannot connect to the repository" in line
+    finally:
+        system.docker("start", OPENLIST)
+    wait_healthy(system, container, timeout=300)  # Docker's restart policy brings it back, no one else
+    assert "creating it" not in system.logs(container)
+
+
+def test_logs_name_what_to_do(system: System):
+    """Failures point at the next step (README troubleshooting has the same lines)."""
+    readme = (ROOT / "README.md").read_text()
+    for phrase in ("invalid repository password", "only shelken@sakamoto creates it", "refusing to create"):
+        assert phrase in readme
+    assert re.search(r"kopia-start: FATAL", readme)

@@ -1,0 +1,670 @@
+"""`load_stack_config`: the committed stacks validate, and every rule reports its exact key and a useful message.
+
+Each rule test mutates a deep copy of a committed stack's config (as the Pulumi CLI
+would merge it) and expects exactly the problems that mutation causes, so a rule
+that also reports a stray or misplaced key fails here.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from components.config import (
+    OPENLIST_EMPTY_FOLDER_MARKER,
+    PROJECT,
+    ConfigError,
+    SecretRef,
+    StackConfig,
+    load_stack_config,
+    parse_secret_ref,
+)
+from tests.harness import stack_config
+
+NS = f"{PROJECT}:"
+
+
+def committed(stack: str) -> dict[str, Any]:
+    """The stack's config as `__main__.py` hands it over: project namespace stripped, `pulumi:` keys dropped."""
+    return {
+        key.removeprefix(NS): value
+        for key, value in stack_config(stack).items()
+        if key.startswith(NS)  # drops pulumi:disable-default-providers and any other namespace
+    }
+
+
+VPS = committed("vps")
+SAKAMOTO = committed("sakamoto")
+
+
+def mutated(base: dict[str, Any], change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    values = copy.deepcopy(base)
+    change(values)
+    return values
+
+
+def problems_of(values: dict[str, Any]) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as info:
+        load_stack_config(values)
+    return info.value.problems
+
+
+def assert_only_problem(values: dict[str, Any], key: str, *fragments: str) -> str:
+    """Exactly one problem, at `key` (without namespace), whose message holds every fragment."""
+    problems = problems_of(values)
+    assert [k for k, _ in problems] == [NS + key], problems
+    message = problems[0][1]
+    for fragment in fragments:
+        assert fragment in message, problems
+    return message
+
+
+def setter(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    """`setter("host.ssh.port", 0)`; list items as `kopia.sources.0.path`."""
+
+    def change(values: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = values
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+
+    return change
+
+
+def deleter(path: str) -> Callable[[dict[str, Any]], None]:
+    def change(values: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = values
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        del node[int(last) if isinstance(node, list) else last]
+
+    return change
+
+
+# ---------------------------------------------------------------- the committed stacks
+
+
+def test_committed_vps_stack_is_valid():
+    config = load_stack_config(VPS)
+    assert isinstance(config, StackConfig)
+    assert config.identity == "shelken@vps"
+    assert config.openlist is not None
+    assert config.kopia.s3.endpoint is None
+    assert [str(s) for s in config.host_sources] == ["shelken@vps:/backup/data"]
+    assert not config.is_maintenance_owner
+    assert config.host.kopia_dir == "/opt/kopia"
+
+
+def test_committed_sakamoto_stack_is_valid():
+    config = load_stack_config(SAKAMOTO)
+    assert config.identity == "shelken@sakamoto"
+    assert config.openlist is None
+    assert config.kopia.s3.endpoint is not None
+    assert [str(s) for s in config.host_sources] == [
+        "shelken@sakamoto:/backup/minio",
+        "shelken@sakamoto:/backup/compose",
+    ]
+    assert config.is_maintenance_owner
+
+
+def test_committed_stacks_share_the_project_keys():
+    for key in ("images", "repository", "policy", "keyVault"):
+        assert VPS[key] == SAKAMOTO[key], key
+    assert not [k for k in VPS if k.startswith("pulumi")]
+
+
+def test_committed_references_are_parsed_into_vault_secret_field():
+    ref = load_stack_config(VPS).kopia.secrets.repository_password
+    assert ref == SecretRef(
+        "azure://shelken-homelab/compose-vps/KOPIA_REPO_PASSWORD",
+        vault="shelken-homelab",
+        secret="compose-vps",
+        field="KOPIA_REPO_PASSWORD",
+    )
+
+
+# ---------------------------------------------------------------- structure
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["bogus", "host.ssh.hostkey", "kopia.sources.0.readOnly", "policy.retention.keepDayly", "openlist.port"],
+)
+def test_unknown_key_anywhere_is_reported_at_its_own_key(path):
+    key = path.replace(".0.", "[0].")
+    assert_only_problem(mutated(VPS, setter(path, 1)), key, "unknown key (check its spelling)")
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["host", "repository.bucket", "kopia.secrets.serverPassword", "kopia.sources.0.hostPath", "host.ssh.hostKey"],
+)
+def test_missing_required_key(path):
+    key = path.replace(".0.", "[0].")
+    assert_only_problem(mutated(VPS, deleter(path)), key, "is required")
+
+
+# ---------------------------------------------------------------- images
+
+
+@pytest.mark.parametrize("image", ["kopia/kopia", "localhost:5000/kopia/kopia", "kopia/kopia:", ""])
+def test_image_without_tag(image):
+    assert_only_problem(mutated(VPS, setter("images.kopia", image)), "images.kopia", "with an explicit tag")
+
+
+def test_image_with_latest_tag():
+    values = mutated(VPS, setter("images.openlist", "ghcr.io/openlistteam/openlist-git:latest"))
+    assert_only_problem(values, "images.openlist", "must pin a release, not ':latest'")
+
+
+def test_image_from_registry_with_port_and_tag_is_accepted():
+    load_stack_config(mutated(VPS, setter("images.kopia", "registry.lan:5000/kopia/kopia:0.22.3")))
+
+
+# ---------------------------------------------------------------- repository
+
+
+@pytest.mark.parametrize("bucket", ["Kopia", "ko", "kopia_bucket", "-kopia", "kopia-", ""])
+def test_bucket_name_invalid(bucket):
+    values = mutated(VPS, setter("repository.bucket", bucket))
+    assert_only_problem(values, "repository.bucket", "must be 3-63 lowercase letters, digits, '.', '-'")
+
+
+def test_empty_prefix_explains_openlist_empty_folder_marker():
+    message = assert_only_problem(
+        mutated(VPS, setter("repository.prefix", "")),
+        "repository.prefix",
+        "must not be empty",
+        OPENLIST_EMPTY_FOLDER_MARKER,
+        "use e.g. 'main/'",
+    )
+    assert "kopia repository create" in message
+
+
+def test_prefix_without_trailing_slash():
+    values = mutated(VPS, setter("repository.prefix", "main"))
+    assert_only_problem(values, "repository.prefix", "must end with '/' (a folder), e.g. 'main/'")
+
+
+@pytest.mark.parametrize("prefix", ["/main/", "ma in/", "main//", "a//b/", "main$/", "../", "main/./", "ma*in/"])
+def test_prefix_with_leading_slash_empty_or_dot_folder_or_bad_chars(prefix):
+    values = mutated(VPS, setter("repository.prefix", prefix))
+    assert_only_problem(values, "repository.prefix", "must be folder names of letters, digits", "no leading '/'")
+
+
+def test_prefix_containing_openlist_empty_folder_marker():
+    values = mutated(VPS, setter("repository.prefix", f"main/{OPENLIST_EMPTY_FOLDER_MARKER}/"))
+    assert_only_problem(
+        values, "repository.prefix", f"must not contain OpenList's empty-folder marker '{OPENLIST_EMPTY_FOLDER_MARKER}'"
+    )
+
+
+def test_prefix_and_bucket_problems_are_reported_separately():
+    values = mutated(VPS, setter("repository.prefix", "main"))
+    values["repository"]["bucket"] = "K"
+    assert [k for k, _ in problems_of(values)] == [NS + "repository.bucket", NS + "repository.prefix"]
+
+
+def test_nested_prefix_is_accepted():
+    load_stack_config(mutated(VPS, setter("repository.prefix", "homelab/kopia.main_1/")))
+
+
+# ---------------------------------------------------------------- policy
+
+
+@pytest.mark.parametrize(
+    "source", ["vps:/backup/data", "shelken@vps:backup/data", "shelken@vps", "shelken@vps:", "/backup/data", 42]
+)
+def test_policy_source_not_user_at_host_colon_path(source):
+    values = mutated(VPS, setter("policy.sources.2", source))
+    problems = problems_of(values)
+    assert [k for k, _ in problems] == [NS + "policy.sources[2]"], problems
+    if isinstance(source, str):
+        assert "must be '<user>@<host>:/<path>', e.g. 'shelken@vps:/backup/data'" in problems[0][1]
+
+
+def test_policy_source_parts_are_validated_at_their_own_key():
+    values = mutated(VPS, setter("policy.sources.2", "shelken@vps:/backup/da ta"))
+    assert_only_problem(values, "policy.sources[2].path", "may hold only letters, digits")
+
+
+def test_compression_not_a_kopia_compressor():
+    values = mutated(VPS, setter("policy.compression", "zstd-fast"))
+    assert_only_problem(values, "policy.compression", "'zstd-fastest'", "'s2-default'")
+
+
+def test_interval_below_60_seconds():
+    values = mutated(VPS, setter("policy.intervalSeconds", 59))
+    assert_only_problem(values, "policy.intervalSeconds", "greater than or equal to 60")
+    load_stack_config(mutated(VPS, setter("policy.intervalSeconds", 60)))
+
+
+@pytest.mark.parametrize("field", ["keepDaily", "keepHourly", "keepLatest", "keepWeekly", "keepMonthly", "keepAnnual"])
+def test_retention_negative(field):
+    values = mutated(VPS, setter(f"policy.retention.{field}", -1))
+    assert_only_problem(values, f"policy.retention.{field}", "greater than or equal to 0")
+    load_stack_config(mutated(VPS, setter(f"policy.retention.{field}", 0)))
+
+
+def test_policy_without_sources():
+    assert_only_problem(mutated(VPS, setter("policy.sources", [])), "policy.sources", "at least 1 item")
+
+
+# ---------------------------------------------------------------- scheduled <-> mounted
+
+
+def test_design_data_vs_backup_data_bug_is_reported_both_ways():
+    """The design mounted the data dir at /data while the policy scheduled /backup/data."""
+    values = mutated(VPS, setter("kopia.sources.0.path", "/data"))
+    problems = dict(problems_of(values))
+    assert len(problems) == 2, problems
+    scheduled = problems[NS + "policy.sources[2]"]
+    assert "'shelken@vps:/backup/data' is scheduled but /backup/data is not mounted on host 'vps'" in scheduled
+    assert "(mounted: /data)" in scheduled
+    assert "add it to kopia.sources" in scheduled
+    mounted = problems[NS + "kopia.sources[0].path"]
+    assert "/data is mounted but never backed up: add 'shelken@vps:/data' to policy.sources" in mounted
+
+
+def test_mounted_source_not_in_policy():
+    values = mutated(VPS, lambda v: v["kopia"]["sources"].append({"hostPath": "/opt/media", "path": "/backup/media"}))
+    assert_only_problem(
+        values,
+        "kopia.sources[1].path",
+        "/backup/media is mounted but never backed up: add 'shelken@vps:/backup/media' to policy.sources",
+    )
+
+
+def test_other_hosts_sources_need_no_mount_here():
+    # vps mounts only /backup/data although the policy also schedules sakamoto's two sources.
+    assert len(load_stack_config(VPS).policy.sources) == 3
+
+
+def test_duplicated_policy_source():
+    values = mutated(VPS, lambda v: v["policy"]["sources"].append("shelken@vps:/backup/data"))
+    assert_only_problem(values, "policy.sources[3]", "'shelken@vps:/backup/data' is listed twice")
+
+
+def test_policy_source_user_differs_from_repository_username():
+    values = mutated(VPS, setter("policy.sources.0", "root@sakamoto:/backup/minio"))
+    assert_only_problem(values, "policy.sources[0]", "user 'root' differs from repository.username 'shelken'")
+
+
+def test_two_sources_mounted_at_the_same_path():
+    values = mutated(VPS, lambda v: v["kopia"]["sources"].append({"hostPath": "/opt/other", "path": "/backup/data"}))
+    assert_only_problem(values, "kopia.sources[1].path", "/backup/data is mounted twice")
+
+
+@pytest.mark.parametrize("path", ["/app", "/app/data", "/app/cache"])
+def test_source_mounted_inside_kopia_app_dir(path):
+    def change(values):
+        values["kopia"]["sources"][0]["path"] = path
+        values["policy"]["sources"][2] = f"shelken@vps:{path}"
+
+    assert_only_problem(mutated(VPS, change), "kopia.sources[0].path", f"{path} is inside Kopia's own directories")
+
+
+def test_source_path_next_to_app_is_not_inside_it():
+    def change(values):
+        values["kopia"]["sources"][0]["path"] = "/application"
+        values["policy"]["sources"][2] = "shelken@vps:/application"
+
+    load_stack_config(mutated(VPS, change))
+
+
+@pytest.mark.parametrize(
+    ("kopia_data_dir", "host_path", "kopia_dir"),
+    [
+        ("/opt/data/kopia", "/opt/data", "/opt/data/kopia"),  # explicit kopiaDataDir inside the source
+        ("/opt/data", "/opt/data", "/opt/data"),  # the source is Kopia's dir itself
+        ("/opt/kopia", "/", "/opt/kopia"),  # the whole filesystem
+        (None, "/opt/data", "/opt/data/kopia"),  # default <dataDir>/kopia, dataDir is the source
+    ],
+)
+def test_source_host_path_containing_kopia_data_dir(kopia_data_dir, host_path, kopia_dir):
+    def change(values):
+        if kopia_data_dir is None:
+            del values["host"]["kopiaDataDir"]
+        else:
+            values["host"]["kopiaDataDir"] = kopia_data_dir
+        values["kopia"]["sources"][0]["hostPath"] = host_path
+
+    assert_only_problem(
+        mutated(VPS, change),
+        "kopia.sources[0].hostPath",
+        f"{host_path} contains Kopia's own cache/logs ({kopia_dir})",
+        "set host.kopiaDataDir outside it",
+    )
+
+
+def test_source_host_path_next_to_kopia_data_dir_is_fine():
+    load_stack_config(mutated(VPS, setter("host.kopiaDataDir", "/opt/data-kopia")))
+
+
+@pytest.mark.parametrize("owner", ["shelken@nas", "root@sakamoto", "sakamoto", "shelken@", "@sakamoto"])
+def test_maintenance_owner_not_username_at_policy_host(owner):
+    values = mutated(VPS, setter("repository.maintenanceOwner", owner))
+    assert_only_problem(
+        values,
+        "repository.maintenanceOwner",
+        f"'{owner}' must be <username>@<host> of a host in policy.sources (shelken@sakamoto, shelken@vps)",
+    )
+
+
+# ---------------------------------------------------------------- S3 endpoint and ports
+
+
+def test_s3_endpoint_set_on_a_stack_that_deploys_openlist():
+    values = mutated(VPS, setter("kopia.s3.endpoint", "azure://shelken-homelab/compose-vps/OPENLIST_S3_ENDPOINT"))
+    assert_only_problem(values, "kopia.s3.endpoint", "must be omitted on a stack that deploys OpenList")
+
+
+@pytest.mark.parametrize(("base", "change"), [(SAKAMOTO, deleter("kopia.s3.endpoint")), (VPS, deleter("openlist"))])
+def test_s3_endpoint_missing_on_a_stack_without_openlist(base, change):
+    values = mutated(base, change)
+    assert_only_problem(values, "kopia.s3.endpoint", "is required when this stack does not deploy OpenList")
+
+
+@pytest.mark.parametrize(
+    ("openlist", "kopia_port", "key", "fragment"),
+    [
+        ({"webPort": 51515}, 51515, "openlist.webPort", "51515 is also kopia.server.port"),
+        ({"webPort": 5246}, 51515, "openlist.s3Port", "5246 is also openlist.webPort"),
+        ({}, 5244, "openlist.webPort", "5244 is also kopia.server.port"),
+    ],
+)
+def test_colliding_published_ports_are_reported_at_the_colliding_key(openlist, kopia_port, key, fragment):
+    def change(values):
+        values["openlist"] = openlist
+        values["kopia"]["server"] = {"port": kopia_port}
+
+    assert_only_problem(mutated(VPS, change), key, "published ports collide", fragment)
+
+
+def test_kopia_port_of_openlist_is_free_on_a_stack_without_openlist():
+    load_stack_config(mutated(SAKAMOTO, setter("kopia.server", {"port": 5244})))
+
+
+# ---------------------------------------------------------------- ssh
+
+KEY_BASE64 = "AAAAC3NzaC1lZDI1NTE5AAAAIBbYqq2mmgdvGLR0Ni+Ai9hhdSwWAYKwk1M5XNtNQkNr"
+
+
+@pytest.mark.parametrize(
+    "host_key",
+    [
+        KEY_BASE64,  # no type
+        f"vps.example.net ssh-ed25519 {KEY_BASE64}",  # with the host column
+        "ssh-ed25519",
+        "ssh-ed25519 AAAA",
+        f"ssh-dss {KEY_BASE64}",  # a type OpenSSH no longer accepts
+    ],
+)
+def test_ssh_host_key_malformed(host_key):
+    values = mutated(VPS, setter("host.ssh.hostKey", host_key))
+    assert_only_problem(values, "host.ssh.hostKey", "must be '<type> <base64>'", "ssh-keyscan -t ed25519")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["-o", "StrictHostKeyChecking=no"],
+        ["-oStrictHostKeyChecking=no"],
+        ["-o", "UserKnownHostsFile=/dev/null"],
+        ["-o", "ConnectTimeout=10", "-o", "userknownhostsfile=/dev/null"],
+        ["-o", "StrictHostKeyChecking no"],  # ssh accepts 'Key value' as well as 'Key=value'
+        ["-o", "StrictHostKeyChecking=off"],  # 'off' is ssh's synonym of 'no'
+        ["-o", "StrictHostKeyChecking = NO"],
+    ],
+)
+def test_ssh_options_disabling_host_key_checking(options):
+    message = assert_only_problem(
+        mutated(VPS, setter("host.ssh.options", options)), "host.ssh.options", "must not disable host key checking"
+    )
+    assert "pin the key with hostKey instead" in message
+
+
+def test_ssh_options_that_keep_host_key_checking_are_accepted():
+    options = ["-o", "ConnectTimeout=10", "-o", "StrictHostKeyChecking=yes", "-o", "ServerAliveInterval=30"]
+    assert load_stack_config(mutated(VPS, setter("host.ssh.options", options))).host.ssh.options == options
+
+
+def test_host_key_and_options_problems_are_reported_separately():
+    values = mutated(VPS, setter("host.ssh.options", ["-o", "StrictHostKeyChecking=no"]))
+    values["host"]["ssh"]["hostKey"] = "not-a-key"
+    assert [k for k, _ in problems_of(values)] == [NS + "host.ssh.hostKey", NS + "host.ssh.options"]
+
+
+# ---------------------------------------------------------------- host
+
+
+@pytest.mark.parametrize("address", ["vps.example.net", "100.64.0.2:80", "100.64.0.256", ""])
+def test_deploy_address_not_an_ip(address):
+    values = mutated(VPS, setter("host.deployAddress", address))
+    assert_only_problem(values, "host.deployAddress", "must be an IP address")
+
+
+def test_deploy_address_ipv6_is_accepted():
+    load_stack_config(mutated(VPS, setter("host.deployAddress", "fd7a:115c:a1e0::2")))
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("host.name", "VPS"),
+        ("host.name", "vps_1"),
+        ("host.name", "-vps"),
+        ("host.name", "vps.example.net"),
+        ("host.name", "a" * 64),
+        ("policy.sources.2", "shelken@VPS:/backup/data"),
+    ],
+)
+def test_host_name_not_a_dns_label(path, name):
+    key = "host.name" if path == "host.name" else "policy.sources[2].host"
+    assert_only_problem(mutated(VPS, setter(path, name)), key, "must be a lowercase DNS label")
+
+
+@pytest.mark.parametrize(
+    ("path", "key"),
+    [
+        ("host.dataDir", "host.dataDir"),
+        ("host.configDir", "host.configDir"),
+        ("host.kopiaDataDir", "host.kopiaDataDir"),
+        ("kopia.sources.0.hostPath", "kopia.sources[0].hostPath"),
+        ("kopia.sources.0.path", "kopia.sources[0].path"),
+    ],
+)
+def test_relative_path(path, key):
+    assert_only_problem(mutated(VPS, setter(path, "opt/data")), key, "must be an absolute path (start with '/')")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/opt/my data",
+        "/opt/$(reboot)",
+        "/opt/a;b",
+        "/opt/`id`",
+        "/opt/a'b",
+        '/opt/a"b',
+        "/opt/a\nb",
+        "/opt/*",
+        "/opt/~",
+    ],
+)
+def test_path_with_spaces_or_shell_metacharacters(path):
+    values = mutated(VPS, setter("host.configDir", path))
+    assert_only_problem(values, "host.configDir", "may hold only letters, digits and '/._+@-'")
+
+
+@pytest.mark.parametrize("path", ["/opt/../etc", "/opt/./compose", "/.."])
+def test_path_with_dot_segments(path):
+    values = mutated(VPS, setter("host.configDir", path))
+    assert_only_problem(values, "host.configDir", "must not contain '.' or '..' segments")
+
+
+def test_path_with_trailing_slash():
+    assert_only_problem(mutated(VPS, setter("host.dataDir", "/opt/data/")), "host.dataDir", "must not end with '/'")
+
+
+# ---------------------------------------------------------------- secret references
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["kopia.s3.accessKeyId", "kopia.s3.secretAccessKey", "kopia.secrets.repositoryPassword", "host.ssh.privateKey"],
+)
+def test_secret_reference_that_is_a_literal_value(path):
+    values = mutated(VPS, setter(path, "hunter2"))
+    with pytest.raises(ConfigError) as info:
+        load_stack_config(values)
+    assert [k for k, _ in info.value.problems] == [NS + path]
+    message = info.value.problems[0][1]
+    assert "must be a secret reference: 'azure://<vault>/<secret>[/<field>]'" in message
+    assert "or 'config:<key>'" in message
+    assert "never the secret value itself" in message
+    assert "hunter2" not in str(info.value)  # the literal is never echoed back
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "azure://shelken_homelab/compose-vps/KOPIA_REPO_PASSWORD",  # '_' in the vault name
+        "azure://ab/compose-vps",  # vault name shorter than 3
+        "azure://shelken-homelab-with-a-too-long-name/x",  # vault name longer than 24
+        "azure://1homelab/compose-vps",  # vault name starting with a digit
+        "azure://shelken-homelab/compose_vps",  # '_' in the secret name
+        "azure://shelken-homelab",  # no secret
+        "azure://shelken-homelab/compose-vps/a/b",  # a field with '/'
+        "azure://shelken-homelab/compose-vps/",  # an empty field
+        "https://shelken-homelab.vault.azure.net/secrets/compose-vps",
+        "config:",
+        "config:a b",
+    ],
+)
+def test_malformed_secret_reference(ref):
+    values = mutated(VPS, setter("kopia.secrets.serverPassword", ref))
+    assert_only_problem(values, "kopia.secrets.serverPassword", "must be a secret reference")
+
+
+def test_secret_reference_that_is_not_a_string():
+    values = mutated(VPS, setter("kopia.secrets.serverPassword", 12345))
+    assert_only_problem(values, "kopia.secrets.serverPassword", "must be a secret reference string")
+
+
+def test_config_references_are_accepted():
+    def change(values):
+        values["kopia"]["secrets"]["repositoryPassword"] = "config:kopiaPassword"
+        values["kopia"]["s3"]["accessKeyId"] = "config:s3.access-key_id"
+        values["host"]["ssh"]["privateKey"] = "config:sshPrivateKey"
+
+    config = load_stack_config(mutated(VPS, change))
+    assert config.kopia.secrets.repository_password == SecretRef("config:kopiaPassword", config_key="kopiaPassword")
+    assert config.kopia.s3.access_key_id.config_key == "s3.access-key_id"
+    assert config.host.ssh.private_key is not None
+    assert config.host.ssh.private_key.config_key == "sshPrivateKey"
+    assert config.host.ssh.private_key.vault is None
+
+
+def test_azure_reference_without_field_reads_the_whole_secret():
+    assert parse_secret_ref("azure://shelken-homelab/kopia-password") == SecretRef(
+        "azure://shelken-homelab/kopia-password", vault="shelken-homelab", secret="kopia-password"
+    )
+
+
+# ---------------------------------------------------------------- other field rules found in the models
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key", "fragment"),
+    [
+        ("repository.username", "Shelken", "repository.username", "must be a lowercase user name"),
+        ("host.ssh.user", "root user", "host.ssh.user", "must be a lowercase user name"),
+        ("host.ssh.port", 0, "host.ssh.port", "greater than or equal to 1"),
+        ("host.ssh.port", 65536, "host.ssh.port", "less than or equal to 65535"),
+        ("host.ssh.address", "", "host.ssh.address", "at least 1 character"),
+        ("host.network.name", "-homelab", "host.network.name", "should match pattern"),
+        ("kopia.containerName", "kopia server", "kopia.containerName", "should match pattern"),
+        ("kopia.server", {"port": 0}, "kopia.server.port", "greater than or equal to 1"),
+        ("kopia.server", {"refreshInterval": "5"}, "kopia.server.refreshInterval", "should match pattern"),
+        ("kopia.server", {"tlsValidityDays": 29}, "kopia.server.tlsValidityDays", "greater than or equal to 30"),
+        ("kopia.sources", [], "kopia.sources", "at least 1 item"),
+        ("openlist", {"s3Port": 70000}, "openlist.s3Port", "less than or equal to 65535"),
+        ("openlist", {"containerName": "open list"}, "openlist.containerName", "should match pattern"),
+    ],
+)
+def test_field_constraints(path, value, key, fragment):
+    assert_only_problem(mutated(VPS, setter(path, value)), key, fragment)
+
+
+# ---------------------------------------------------------------- every problem at once
+
+
+def test_several_independent_errors_are_all_reported():
+    def change(values):
+        values["images"]["kopia"] = "kopia/kopia:latest"
+        values["repository"]["bucket"] = "Kopia_Bucket"
+        values["repository"]["prefix"] = ""
+        values["policy"]["sources"][1] = "sakamoto:/backup/compose"  # malformed source
+        values["host"]["deployAddress"] = "vps.example.net"
+        values["host"]["ssh"]["options"] = ["-o", "StrictHostKeyChecking=no"]
+        values["host"]["ssh"]["sshKey"] = "unknown"
+        values["kopia"]["s3"]["accessKeyId"] = "hunter2"
+
+    with pytest.raises(ConfigError) as info:
+        load_stack_config(mutated(VPS, change))
+    keys = [key for key, _ in info.value.problems]
+    expected = [
+        "images.kopia",
+        "repository.bucket",
+        "repository.prefix",
+        "policy.sources[1]",
+        "host.deployAddress",
+        "host.ssh.options",
+        "host.ssh.sshKey",
+        "kopia.s3.accessKeyId",
+    ]
+    assert sorted(keys) == sorted(NS + k for k in expected)
+
+    message = str(info.value)
+    assert message.startswith(f"invalid stack config ({len(expected)} problems):\n")
+    for key, problem in info.value.problems:
+        assert f"  - {key}: {problem}\n" in message
+    assert "pulumi config set --path" in message
+    assert "Pulumi.yaml / Pulumi.<stack>.yaml" in message
+    assert message.rstrip().endswith("then preview again.")
+    assert "hunter2" not in message
+
+
+def test_several_consistency_errors_are_all_reported():
+    def change(values):
+        values["kopia"]["sources"][0]["path"] = "/data"  # 2 problems: scheduled-not-mounted, mounted-not-scheduled
+        values["repository"]["maintenanceOwner"] = "shelken@nas"
+        values["openlist"] = {"webPort": 51515}
+        values["kopia"]["s3"]["endpoint"] = "config:s3Endpoint"
+
+    problems = problems_of(mutated(VPS, change))
+    assert sorted(k for k, _ in problems) == sorted(
+        NS + k
+        for k in [
+            "policy.sources[2]",
+            "kopia.sources[0].path",
+            "repository.maintenanceOwner",
+            "kopia.s3.endpoint",
+            "openlist.webPort",
+        ]
+    )
+
+
+def test_one_problem_is_counted_in_the_singular():
+    with pytest.raises(ConfigError) as info:
+        load_stack_config(mutated(VPS, setter("host.name", "VPS")))
+    assert str(info.value).startswith("invalid stack config (1 problem):\n  - homelab-backup:host.name: ")

@@ -1,0 +1,355 @@
+"""The pure renderers: byte-exact files, values that survive `sh`, fingerprints that match openssl."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from components import render
+from components.config import PROJECT, StackConfig, load_stack_config
+from tests.harness import stack_config
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def load(stack: str) -> StackConfig:
+    values = stack_config(stack)
+    return load_stack_config({k.removeprefix(f"{PROJECT}:"): v for k, v in values.items() if k.startswith(PROJECT)})
+
+
+VPS = load("vps")
+SAKAMOTO = load("sakamoto")
+
+
+# ---------------------------------------------------------------- policy.json
+
+
+def test_policy_json_matches_the_golden_file_byte_for_byte():
+    assert render.render_policy_json(SAKAMOTO.policy).encode() == (GOLDEN / "policy.json").read_bytes()
+
+
+def test_policy_json_is_identical_on_every_host():
+    assert render.render_policy_json(VPS.policy) == render.render_policy_json(SAKAMOTO.policy)
+
+
+def test_policy_json_has_only_fully_qualified_source_keys():
+    document = json.loads(render.render_policy_json(VPS.policy))
+    assert sorted(document) == [
+        "shelken@sakamoto:/backup/compose",
+        "shelken@sakamoto:/backup/minio",
+        "shelken@vps:/backup/data",
+    ]
+    for key in document:
+        user, at, rest = key.partition("@")
+        host, colon, path = rest.partition(":")
+        assert user and at and host and colon and path.startswith("/"), key
+    assert "(global)" not in document
+    assert not [k for k in document if k.startswith("@") or k.endswith(("@vps", "@sakamoto"))]
+
+
+def test_policy_json_leaves_unset_retention_to_the_global_policy():
+    for entry in json.loads(render.render_policy_json(VPS.policy)).values():
+        assert entry["retention"] == {"keepDaily": 7, "keepHourly": 24}  # no keepLatest: null etc.
+
+
+# ---------------------------------------------------------------- S3 storage
+
+
+def test_http_endpoint_disables_tls():
+    storage = render.s3_storage(VPS.repository, "http://openlist:5246", "key-id", "key-secret")
+    assert storage == {
+        "type": "s3",
+        "config": {
+            "bucket": "kopia",
+            "prefix": "main/",
+            "endpoint": "openlist:5246",
+            "accessKeyID": "key-id",
+            "secretAccessKey": "key-secret",
+            "doNotUseTLS": True,
+        },
+    }
+
+
+@pytest.mark.parametrize("url", ["https://s3.example.net", "https://s3.example.net:9000/", " https://s3.example.net "])
+def test_https_endpoint_keeps_tls(url):
+    storage = render.s3_storage(VPS.repository, url, "key-id", "key-secret")
+    assert "doNotUseTLS" not in storage["config"]
+    assert storage["config"]["endpoint"].startswith("s3.example.net")
+    assert render.parse_s3_endpoint(url).use_tls
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("openlist:5246", "must look like 'http://host:port'"),  # no scheme
+        ("s3.example.net", "must look like 'http://host:port'"),
+        ("ftp://s3.example.net", "must look like 'http://host:port'"),
+        ("http://:5246", "must look like 'http://host:port'"),
+        ("http://openlist:5246/kopia", "scheme, host and port only"),  # path
+        ("http://openlist:5246?region=x", "scheme, host and port only"),  # query
+        ("http://user:s3cr3t@openlist:5246", "scheme, host and port only"),  # userinfo
+        ("http://user@openlist:5246", "scheme, host and port only"),
+        ("http://:s3cr3t@openlist:5246", "scheme, host and port only"),  # userinfo with an empty user name
+    ],
+)
+def test_endpoint_without_scheme_or_with_path_or_userinfo_is_rejected(url, fragment):
+    with pytest.raises(ValueError, match="S3 endpoint") as info:
+        render.parse_s3_endpoint(url)
+    assert fragment in str(info.value)
+    assert "s3cr3t" not in str(info.value)  # the endpoint comes from Key Vault: never echo it
+
+
+def test_storage_token_decodes_to_version_and_storage_without_password():
+    storage = render.s3_storage(VPS.repository, "http://openlist:5246", "key-id", "key-secret")
+    token = render.render_storage_token(storage)
+    assert token.endswith("\n") and token.count("\n") == 1
+    text = token.strip()
+    assert "=" not in text and "+" not in text and "/" not in text  # base64url without padding
+    decoded = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    assert decoded == {"version": "1", "storage": storage}
+    assert "password" not in json.dumps(decoded).lower()
+
+
+@pytest.mark.parametrize("secret", ["a", "ab", "abc", "abcd", "p+/?~~~"])  # every padding length, url-unsafe bytes
+def test_storage_token_round_trips_for_every_padding_length(secret):
+    storage = render.s3_storage(VPS.repository, "https://s3.example.net", "id", secret)
+    text = render.render_storage_token(storage).strip()
+    assert json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))["storage"] == storage
+
+
+def test_repository_config_holds_only_storage():
+    storage = render.s3_storage(VPS.repository, "http://openlist:5246", "key-id", "key-secret")
+    text = render.render_repository_config(storage)
+    assert text.endswith("}\n")
+    assert json.loads(text) == {"storage": storage}
+
+
+# ---------------------------------------------------------------- secrets.env
+
+AWKWARD_VALUES = {
+    "PLAIN": "plain-Value_1",
+    "SINGLE_QUOTE": "it's",
+    "ONLY_QUOTES": "''",
+    "DOUBLE_QUOTE": 'say "hi"',
+    "DOLLAR": "$HOME ${PATH} $1 $$",
+    "BACKTICK": "`id` $(id)",
+    "SPACES": "  a  b  ",
+    "NEWLINES": "line1\nline2\n\n",
+    "BACKSLASH": "a\\b\\\\n\\",
+    "GLOB": "* ? [a-z]",
+    "SEMICOLON": "a; rm -rf /tmp/x && echo pwned | cat",
+    "PERCENT": "%s %d %%",
+    "DASH": "-n",
+    "TAB_CR": "a\tb\rc",
+    "UNICODE": "密码 ✓",
+    "EMPTY": "",
+    "HASH": "# not a comment",
+    "EQUALS": "a=b=c",
+}
+
+
+def test_secrets_env_gives_back_every_value_exactly_under_sh(tmp_path):
+    path = tmp_path / "secrets.env"
+    path.write_text(render.render_secrets_env(AWKWARD_VALUES))
+    for name, value in AWKWARD_VALUES.items():
+        result = subprocess.run(
+            ["sh", "-c", f'. "$1"; printf %s "${name}"', "sh", str(path)],
+            capture_output=True,
+            check=True,
+            env={"PATH": "/usr/bin:/bin"},
+        )
+        assert result.stdout == value.encode(), name
+        assert result.stderr == b"", name
+
+
+def test_secrets_env_exports_the_variables(tmp_path):
+    path = tmp_path / "secrets.env"
+    path.write_text(render.render_secrets_env({"KOPIA_PASSWORD": "it's $x"}))
+    result = subprocess.run(
+        ["sh", "-c", '. "$1"; exec sh -c \'printf %s "$KOPIA_PASSWORD"\'', "sh", str(path)],
+        capture_output=True,
+        check=True,
+    )
+    assert result.stdout == b"it's $x"
+
+
+def test_secrets_env_is_sorted_with_a_warning_header():
+    text = render.render_secrets_env({"B": "2", "A": "1"})
+    assert text == (
+        "# Written by Pulumi (homelab-backup). Secret: mode 0600, never commit or print.\nexport A='1'\nexport B='2'\n"
+    )
+
+
+@pytest.mark.parametrize("name", ["", "A-B", "A B", "A=B", "$(id)", "A;B", "1ABC", "9", "PASSWÖRD"])
+def test_secrets_env_rejects_invalid_variable_names(name):
+    with pytest.raises(ValueError, match="invalid variable name"):
+        render.render_secrets_env({name: "value"})
+
+
+def test_secrets_env_rejects_nul():
+    with pytest.raises(ValueError, match="NUL") as info:
+        render.render_secrets_env({"KOPIA_PASSWORD": "hunter2\x00x"})
+    assert "hunter2" not in str(info.value)
+
+
+def test_kopia_secret_variables_use_kopias_env_names():
+    assert render.kopia_secret_variables("repo", "user", "ui", "control") == {
+        "KOPIA_PASSWORD": "repo",
+        "KOPIA_SERVER_USERNAME": "user",
+        "KOPIA_SERVER_PASSWORD": "ui",
+        "KOPIA_SERVER_CONTROL_USER": render.SERVER_CONTROL_USER,
+        "KOPIA_SERVER_CONTROL_PASSWORD": "control",
+    }
+
+
+# ---------------------------------------------------------------- TLS fingerprint
+
+
+@pytest.fixture(scope="module")
+def certificate() -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kopia")])
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+
+
+def test_fingerprint_is_sha256_of_the_der_bytes(certificate):
+    pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+    expected = hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+    assert render.pem_sha256_fingerprint(pem) == expected
+    assert render.pem_sha256_fingerprint(pem.replace("\n", "\r\n")) == expected
+    assert render.pem_sha256_fingerprint(f"subject=CN = kopia\n\n  {pem}\n") == expected
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not on PATH")
+def test_fingerprint_matches_openssl(certificate, tmp_path):
+    pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+    (tmp_path / "tls.crt").write_text(pem)
+    out = subprocess.run(
+        ["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in", str(tmp_path / "tls.crt")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    openssl = out.strip().split("=", 1)[1].replace(":", "").lower()
+    assert render.pem_sha256_fingerprint(pem) == openssl
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "not a certificate",
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
+        "-----BEGIN CERTIFICATE-----\nMIIB\n",  # no END line
+        "-----BEGIN CERTIFICATE-----\nnot base64 !!\n-----END CERTIFICATE-----\n",
+    ],
+)
+def test_fingerprint_rejects_non_pem(text):
+    with pytest.raises(ValueError):
+        render.pem_sha256_fingerprint(text)
+
+
+# ---------------------------------------------------------------- change detection
+
+FILES = {"policy.json": "{}\n", "secrets.env": "export A='1'\n", "repository.config": '{"storage": {}}\n'}
+
+
+def test_content_digest_changes_when_any_file_changes():
+    base = render.content_digest(FILES)
+    for name in FILES:
+        assert render.content_digest({**FILES, name: FILES[name] + " "}) != base, name
+    assert render.content_digest({**FILES, "tls.crt": ""}) != base  # a file added
+    assert render.content_digest({k: v for k, v in FILES.items() if k != "policy.json"}) != base  # removed
+    renamed = {("policy2.json" if k == "policy.json" else k): v for k, v in FILES.items()}
+    assert render.content_digest(renamed) != base
+
+
+def test_content_digest_ignores_mapping_order():
+    reordered = dict(reversed(list(FILES.items())))
+    assert list(reordered) != list(FILES)
+    assert render.content_digest(reordered) == render.content_digest(FILES)
+    assert len(render.content_digest(FILES)) == 64
+
+
+def test_content_digest_does_not_confuse_name_and_content_boundaries():
+    assert render.content_digest({"a": "bc"}) != render.content_digest({"ab": "c"})
+
+
+# ---------------------------------------------------------------- start script
+
+PARAMS = render.StartScriptParams(
+    hostname="vps",
+    username="shelken",
+    maintenance_owner="shelken@sakamoto",
+    port=51515,
+    tls=True,
+    refresh_interval="5m",
+    sources=("shelken@vps:/backup/data",),
+)
+
+
+def test_start_script_renders_for_valid_params():
+    script = render.render_start_script(PARAMS)
+    assert script.startswith("#!/bin/sh\n")
+    assert re.search(r"@[A-Z_]+@", script) is None  # every marker replaced
+    assert "--override-hostname=vps --override-username=shelken" in script
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"hostname": "vps;reboot"},
+        {"hostname": ""},
+        {"username": "shel ken"},
+        {"maintenance_owner": "shelken@sakamoto$(id)"},
+        {"refresh_interval": "5m --insecure"},
+        {"refresh_interval": "`id`"},
+        {"sources": ("shelken@vps:/backup/my data",)},
+        {"sources": ("shelken@vps:/backup/data'",)},
+        {"deploy_dir": "/tmp/a b"},
+        {"state_dir": "/tmp/$HOME"},
+        {"cache_dir": "/tmp/a\nb"},
+    ],
+)
+def test_start_script_rejects_values_that_are_not_shell_safe(change):
+    params = render.StartScriptParams(**{**PARAMS.__dict__, **change})
+    with pytest.raises(ValueError, match="cannot be placed in the start script unquoted"):
+        render.render_start_script(params)
+
+
+# ---------------------------------------------------------------- homepage labels
+
+
+def test_homepage_labels_are_the_designs_four_labels():
+    assert render.homepage_labels("VPS", "kopia", "kopia.svg", "备份服务") == {
+        "homepage.group": "VPS",
+        "homepage.name": "kopia",
+        "homepage.icon": "kopia.svg",
+        "homepage.description": "备份服务",
+    }
+
+
+def test_homepage_labels_are_absent_without_a_group():
+    assert render.homepage_labels(None, "kopia", "kopia.svg", "备份服务") == {}
