@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -27,6 +28,7 @@ from pydantic import (
     PlainValidator,
     ValidationError,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -43,6 +45,7 @@ _HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[0-9]+)?[a-z0-9._/-]*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9/._+@-]*$")
+_IMAGE_DIGEST = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
 _PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # What OpenList lists for an empty folder, whatever prefix was asked for (FACTS.md).
@@ -108,10 +111,26 @@ def _ip_address(value: str) -> str:
 
 
 def _pinned_image(value: str) -> str:
+    if _IMAGE_DIGEST.match(value):
+        return value  # pinned by content: the strongest pin
     if not _IMAGE.match(value):
         raise ValueError("must be '<repository>:<tag>' with an explicit tag")
     if value.rsplit(":", 1)[1] == "latest":
         raise ValueError("must pin a release, not ':latest'")
+    return value
+
+
+def _ssh_address(value: str) -> str:
+    # It goes into ssh://user@address and an ssh option: a leading '-' or a space would inject options.
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not re.match(
+        r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$", value
+    ):
+        raise ValueError("must be a host name or an IP address")
     return value
 
 
@@ -144,7 +163,8 @@ class SecretRef:
 _AZURE_REF = re.compile(
     r"^azure://(?P<vault>[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9])/(?P<secret>[A-Za-z0-9-]{1,127})(/(?P<field>[^/\s]+))?$"
 )
-_CONFIG_REF = re.compile(r"^config:(?P<key>[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?)$")
+# Keys of this project's namespace only: __main__ reads them with pulumi.Config().require_secret.
+_CONFIG_REF = re.compile(r"^config:(?P<key>[A-Za-z0-9_.-]+)$")
 
 
 def parse_secret_ref(value: Any) -> SecretRef:
@@ -279,7 +299,22 @@ class KeyVault(_Model):
         alias="urlTemplate",
         description="data-plane base URL; {vault} is replaced by the reference's vault name",
     )
-    api_version: str = Field(default="7.4", alias="apiVersion")
+    api_version: str = Field(default="7.4", alias="apiVersion", pattern=r"^[0-9]+\.[0-9]+(-preview)?$")
+
+    @field_validator("url_template")
+    @classmethod
+    def _url_template(cls, value: str) -> str:
+        if (
+            value.count("{vault}") != 1
+            or value.replace("{vault}", "").count("{")
+            or "}" in value.replace("{vault}", "")
+        ):
+            raise ValueError("must contain '{vault}' exactly once and no other braces")
+        host = urlsplit(value.replace("{vault}", "v")).hostname or ""
+        local = host in ("127.0.0.1", "localhost", "::1")
+        if not (value.startswith("https://") or (value.startswith("http://") and local)):
+            raise ValueError("must be https:// (the Azure token travels with every request); http:// only on loopback")
+        return value
 
 
 # ---------------------------------------------------------------- host models
@@ -306,7 +341,9 @@ def _ssh_options(value: list[str]) -> list[str]:
 
 class Ssh(_Model):
     user: UserName
-    address: str = Field(min_length=1, description="host name or IP the operator's machine reaches")
+    address: Annotated[str, AfterValidator(_ssh_address)] = Field(
+        description="host name or IP the operator's machine reaches"
+    )
     port: int = Field(default=22, ge=1, le=65535)
     host_key: Annotated[str, AfterValidator(_host_key)] = Field(
         alias="hostKey",
@@ -489,12 +526,22 @@ def _consistency_problems(config: StackConfig) -> list[tuple[str, str]]:
         seen_paths.add(source.path)
         if any(_is_within(source.path, d) for d in KOPIA_RESERVED_DIRS):
             problems.append((key, f"{source.path} is inside Kopia's own directories {KOPIA_RESERVED_DIRS}"))
-        if _is_within(config.host.kopia_dir, source.host_path):
+        host_path_key = f"{PROJECT}:kopia.sources[{i}].hostPath"
+        kopia_dir, config_dir = config.host.kopia_dir, config.host.config_dir
+        if _is_within(kopia_dir, source.host_path) or _is_within(source.host_path, kopia_dir):
             problems.append(
                 (
-                    f"{PROJECT}:kopia.sources[{i}].hostPath",
-                    f"{source.host_path} contains Kopia's own cache/logs ({config.host.kopia_dir}), which would be"
-                    " backed up into the repository at every snapshot; set host.kopiaDataDir outside it",
+                    host_path_key,
+                    f"{source.host_path} overlaps Kopia's own cache/logs ({kopia_dir}), which would be"
+                    " backed up into the repository at every snapshot; set host.kopiaDataDir outside every source",
+                )
+            )
+        if _is_within(config_dir, source.host_path):
+            problems.append(
+                (
+                    host_path_key,
+                    f"{source.host_path} contains host.configDir ({config_dir}): secrets.env and tls.key would be"
+                    " backed up; move host.configDir outside every source",
                 )
             )
         target = f"{config.identity}:{source.path}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ def parse_s3_endpoint(url: str) -> S3Endpoint:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("S3 endpoint must look like 'http://host:port' or 'https://host[:port]'")
-    if parts.path not in ("", "/") or parts.query or parts.username:
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
         raise ValueError("S3 endpoint must be scheme, host and port only (path-style bucket URLs are built by Kopia)")
     return S3Endpoint(host_port=parts.netloc, use_tls=parts.scheme == "https")
 
@@ -136,7 +137,7 @@ def render_secrets_env(variables: Mapping[str, str]) -> str:
     """
     lines = ["# Written by Pulumi (homelab-backup). Secret: mode 0600, never commit or print."]
     for name in sorted(variables):
-        if not name.replace("_", "").isalnum():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise ValueError(f"invalid variable name {name!r}")
         lines.append(f"export {name}={shell_quote(variables[name])}")
     return "\n".join(lines) + "\n"
@@ -265,7 +266,6 @@ def render_start_script(params: StartScriptParams) -> str:
         tls_flags = "--insecure"  # explicit opt-in in the stack config (kopia.server.insecure)
     maintenance = _MAINTENANCE_OWNER if params.is_maintenance_owner else _MAINTENANCE_OTHER
     replacements = {
-        "@MAINTENANCE@": maintenance,
         "@DEPLOY_DIR@": params.deploy_dir,
         "@STATE_DIR@": params.state_dir,
         "@CACHE_DIR@": params.cache_dir,
@@ -292,10 +292,9 @@ def render_start_script(params: StartScriptParams) -> str:
     for value in (*unquoted, params.deploy_dir, params.state_dir, params.cache_dir):
         if shlex.quote(value) != value:
             raise ValueError(f"{value!r} cannot be placed in the start script unquoted")
-    script = _START_SCRIPT
-    for marker, value in replacements.items():
-        script = script.replace(marker, value)
-    return script
+    # One pass: a value that happens to contain a marker is not substituted again.
+    script = _START_SCRIPT.replace("@MAINTENANCE@", maintenance)
+    return re.sub(r"@[A-Z_]+@", lambda m: replacements[m.group(0)], script)
 
 
 def render_healthcheck(params: StartScriptParams, cert_fingerprint: str | None) -> str:

@@ -102,7 +102,9 @@ def pick_field(value: str, field: str, ref: str) -> str:
     if fields is None:
         raise SecretReadError(f"{ref}: the secret is not JSON or dotenv, so it has no field '{field}'")
     if field not in fields:
-        raise SecretReadError(f"{ref}: no field '{field}' in the secret (it has: {', '.join(sorted(fields))})")
+        # Name the fields only of a structured secret: the "field" of a one-line 'a=b' value is part of the secret.
+        present = f" (it has: {', '.join(sorted(fields))})" if len(fields) > 1 or value.strip().startswith("{") else ""
+        raise SecretReadError(f"{ref}: no field '{field}' in the secret{present}")
     if fields[field] == "":
         raise SecretReadError(f"{ref}: field '{field}' is empty")
     return fields[field]
@@ -132,7 +134,8 @@ class SecretResolver:
     def resolve(self, ref: SecretRef) -> pulumi.Output[str]:
         if ref.config_key is not None:
             return pulumi.Output.secret(self._config_secret(ref.config_key))
-        assert ref.vault is not None and ref.secret is not None
+        if ref.vault is None or ref.secret is None:
+            raise SecretReadError(f"{ref}: not a Key Vault or config reference")
         value = self._secret_value(ref.vault, ref.secret, ref)
         if ref.field is not None:
             field = ref.field

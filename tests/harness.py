@@ -106,13 +106,13 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.meta: dict[tuple[str, str], tuple[str, dict]] = {}
 
-    def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
+    def RegisterResource(self, request):
         self.meta[(request.type, request.name)] = (
             request.parent,
             {
-            "additional_secret_outputs": list(request.additionalSecretOutputs),
-            "depends_on": list(request.dependencies),
-            "delete_before_replace": request.deleteBeforeReplace,
+                "additional_secret_outputs": list(request.additionalSecretOutputs),
+                "depends_on": list(request.dependencies),
+                "delete_before_replace": request.deleteBeforeReplace,
                 "replace_on_changes": list(request.replaceOnChanges),
             },
         )

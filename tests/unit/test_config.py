@@ -325,8 +325,8 @@ def test_source_path_next_to_app_is_not_inside_it():
     [
         ("/opt/data/kopia", "/opt/data", "/opt/data/kopia"),  # explicit kopiaDataDir inside the source
         ("/opt/data", "/opt/data", "/opt/data"),  # the source is Kopia's dir itself
-        ("/opt/kopia", "/", "/opt/kopia"),  # the whole filesystem
         (None, "/opt/data", "/opt/data/kopia"),  # default <dataDir>/kopia, dataDir is the source
+        ("/opt/kopia", "/opt/kopia/cache", "/opt/kopia"),  # the source inside Kopia's dir
     ],
 )
 def test_source_host_path_containing_kopia_data_dir(kopia_data_dir, host_path, kopia_dir):
@@ -340,9 +340,30 @@ def test_source_host_path_containing_kopia_data_dir(kopia_data_dir, host_path, k
     assert_only_problem(
         mutated(VPS, change),
         "kopia.sources[0].hostPath",
-        f"{host_path} contains Kopia's own cache/logs ({kopia_dir})",
-        "set host.kopiaDataDir outside it",
+        f"{host_path} overlaps Kopia's own cache/logs ({kopia_dir})",
+        "set host.kopiaDataDir outside every source",
     )
+
+
+def test_source_containing_the_config_dir_would_back_up_the_secrets():
+    def change(values):
+        values["host"]["configDir"] = "/opt/data/compose/kopia"
+
+    assert_only_problem(
+        mutated(VPS, change),
+        "kopia.sources[0].hostPath",
+        "/opt/data contains host.configDir (/opt/data/compose/kopia)",
+        "secrets.env",
+    )
+
+
+def test_whole_filesystem_as_a_source_reports_both_overlaps():
+    def change(values):
+        values["kopia"]["sources"][0]["hostPath"] = "/"
+
+    problems = problems_of(mutated(VPS, change))
+    assert [k for k, _ in problems] == [NS + "kopia.sources[0].hostPath"] * 2
+    assert "Kopia's own cache/logs" in problems[0][1] and "host.configDir" in problems[1][1]
 
 
 def test_source_host_path_next_to_kopia_data_dir_is_fine():
@@ -590,7 +611,8 @@ def test_azure_reference_without_field_reads_the_whole_secret():
         ("host.ssh.user", "root user", "host.ssh.user", "must be a lowercase user name"),
         ("host.ssh.port", 0, "host.ssh.port", "greater than or equal to 1"),
         ("host.ssh.port", 65536, "host.ssh.port", "less than or equal to 65535"),
-        ("host.ssh.address", "", "host.ssh.address", "at least 1 character"),
+        ("host.ssh.address", "", "host.ssh.address", "must be a host name or an IP address"),
+        ("host.ssh.address", "-oProxyCommand=x", "host.ssh.address", "must be a host name or an IP address"),
         ("host.network.name", "-homelab", "host.network.name", "should match pattern"),
         ("kopia.containerName", "kopia server", "kopia.containerName", "should match pattern"),
         ("kopia.server", {"port": 0}, "kopia.server.port", "greater than or equal to 1"),

@@ -219,7 +219,7 @@ def test_config_files_are_written_atomically_0600_and_removed_on_destroy(stack, 
         cmd = files[f"kopia-config-{filename.replace('.', '-')}"]
         create = cmd.inputs["create"]
         assert "umask 077" in create and "chmod 600" in create
-        assert f"mv -f \"$tmp\" {config_dir}/{filename}" in create, "write, then rename"
+        assert f'mv -f "$tmp" {config_dir}/{filename}' in create, "write, then rename"
         assert cmd.inputs["update"] == create, "an update rewrites in place (a replace would delete the new file)"
         assert cmd.inputs["delete"].startswith(f"rm -f {config_dir}/{filename}")
         assert cmd.inputs["logging"] != "stdoutAndStderr"

@@ -30,7 +30,8 @@ case "$1 $2" in
         echo "error connecting to repository: unable to create format manager: invalid repository password" >&2
         exit 1 ;;
     endpoint-down)
-        echo "can't connect to storage: error retrieving storage config from bucket \"kopia\": Get \"http://openlist:5246/kopia/?location=\": dial tcp: lookup openlist on 127.0.0.11:53: no such host" >&2
+        printf '%s%s\n' "can't connect to storage: error retrieving storage config from bucket \"kopia\": " \
+            'Get "http://openlist:5246/kopia/?location=": dial tcp: lookup openlist on 127.0.0.11:53: no such host' >&2
         exit 1 ;;
     existing) echo "Connected to repository."; exit 0 ;;
     esac ;;
