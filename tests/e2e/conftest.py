@@ -23,9 +23,9 @@ E2E_DIR = Path(__file__).resolve().parent
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: end-to-end test on real Docker, sshd, Kopia and OpenList")
     capman = config.pluginmanager.getplugin("capturemanager")
-    reporter = config.pluginmanager.getplugin("terminalreporter")
 
     def write(line: str) -> None:
+        reporter = config.pluginmanager.getplugin("terminalreporter")  # registered after this hook runs
         # Fixtures run while pytest captures fd 1 and 2: a minutes-long Go build would look stuck.
         # Suspend capture for the line; the terminal reporter starts it on a fresh line.
         if capman is None:  # -p no:capture
@@ -35,6 +35,8 @@ def pytest_configure(config: pytest.Config) -> None:
             return
         with capman.global_and_fixture_disabled():
             if reporter is not None:
+                # With -v the test's name is already on the current line: start a fresh one.
+                reporter.ensure_newline()
                 reporter.write_line(line)
             else:
                 sys.stderr.write(line + "\n")

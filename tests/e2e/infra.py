@@ -97,8 +97,8 @@ def e2e_mode() -> str:
 def require_or_skip(reason: str) -> NoReturn:
     """Skip the test in `auto` mode, fail it in `require` mode; `reason` should say what to install."""
     if e2e_mode() == "require":
-        pytest.fail(f"{E2E_ENV}=require and an e2e prerequisite is missing: {reason}", pytrace=False)
-    pytest.skip(f"e2e prerequisite missing: {reason} (set {E2E_ENV}=require to make this a failure)")
+        pytest.fail(f"{E2E_ENV}=require and an e2e prerequisite is missing or not working: {reason}", pytrace=False)
+    pytest.skip(f"e2e prerequisite missing or not working: {reason} (set {E2E_ENV}=require to make this a failure)")
 
 
 def is_static_elf(path: Path) -> bool:
@@ -353,8 +353,8 @@ class DockerEngine:
                 self.process.wait(timeout=10)
 
 
-def ensure_docker_engine(cache: Path, timeout: float = 60) -> DockerEngine:
-    """Use the running engine, or start `dockerd` in the background (as root) and wait for it.
+def ensure_docker_engine(cache: Path, timeout: float = 60, dockerd_args: Sequence[str] = ()) -> DockerEngine:
+    """Use the running engine, or start `dockerd [dockerd_args]` in the background (as root) and wait for it.
 
     The log goes to `<cache>/logs/dockerd.log`; its tail is in the error when it does not come up.
     """
@@ -369,7 +369,11 @@ def ensure_docker_engine(cache: Path, timeout: float = 60) -> DockerEngine:
             log.write(f"\n===== dockerd started by the e2e suite at {time.ctime()} =====\n".encode())
             log.flush()
             process = subprocess.Popen(
-                ["dockerd"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                ["dockerd", *dockerd_args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         engine = DockerEngine(started_by_suite=True, log_path=log_path, process=process)
         deadline = time.monotonic() + timeout
@@ -389,6 +393,10 @@ def ensure_docker_engine(cache: Path, timeout: float = 60) -> DockerEngine:
 
 
 # ---------------------------------------------------------------- Go builds, cached by version
+
+
+#: Bump when `build_go_binary` changes how binaries are made, so cached ones are rebuilt.
+BUILD_RECIPE = 2
 
 
 @dataclass(frozen=True)
@@ -413,7 +421,7 @@ class GoBuild:
 
     def recipe_digest(self) -> str:
         """Hash of everything that shapes the binary: a changed go.sum or stub page rebuilds it."""
-        h = hashlib.sha256(json.dumps([self.package, self.ldflags, self.tags]).encode())
+        h = hashlib.sha256(json.dumps([BUILD_RECIPE, self.package, self.ldflags, self.tags]).encode())
         for path in sorted(p for p in self.wrapper_dir.rglob("*") if p.is_file() and p.name != "Dockerfile"):
             if path.name == "entrypoint.sh":
                 continue  # image-only file
@@ -494,7 +502,8 @@ def build_go_binary(spec: GoBuild, cache: Path) -> Path:
                 path.chmod(path.stat().st_mode | stat.S_IWUSR)
             source.chmod(source.stat().st_mode | stat.S_IWUSR)
             shutil.copytree(spec.wrapper_dir / "dist", source / "public" / "dist", dirs_exist_ok=True)
-            run([go, "mod", "edit", f"-replace={spec.module}={source}"], cwd=work, env=env)
+            # Relative, so the path recorded in the binary's build info is the same at every build.
+            run([go, "mod", "edit", f"-replace={spec.module}=../upstream"], cwd=work, env=env)
         ldflags = " ".join(flag.replace("@COMMIT@", commit or spec.version) for flag in spec.ldflags)
         out = Path(tmp) / spec.name
         cmd = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(out)]
@@ -546,9 +555,10 @@ def ensure_go_binary(spec: GoBuild, cache: Path) -> Path:
     target = spec.binary_path(cache)
     stamp = target.with_name(target.name + ".recipe")
     digest = spec.recipe_digest()
+    started = time.monotonic()
     with cache_lock(cache, f"build-{spec.name}"):
         if target.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
-            progress(f"{spec.name} {spec.version} binary: cached at {target}")
+            progress(f"{spec.name} {spec.version} binary (cached: {target}): {time.monotonic() - started:.1f}s")
             return target
         with timed(f"build {spec.name} {spec.version} (go build, takes minutes)", announce=True):
             build_go_binary(spec, cache)
@@ -597,8 +607,11 @@ def image_label(tag: str, label: str = VERSION_LABEL) -> str | None:
 
 
 def image_version_label(version: str, image_dir: Path, binary: Path) -> str:
-    """`<version>+<digest>`: changes when the binary or any file of the image recipe changes."""
+    """`<version>+<digest>`: changes when the binary, busybox or a file of the image recipe changes."""
     h = hashlib.sha256(file_sha256(binary).encode())
+    busybox = busybox_path()
+    if busybox is not None:
+        h.update(file_sha256(busybox).encode())
     for name in ("Dockerfile", "entrypoint.sh"):
         if (image_dir / name).is_file():
             h.update(name.encode() + b"\0" + (image_dir / name).read_bytes())
@@ -643,15 +656,19 @@ def build_image(tag: str, image_dir: Path, binary: Path, binary_name: str, label
 
 def ensure_image(tag: str, image_dir: Path, binary: Path, binary_name: str, version: str, cache: Path) -> str:
     """Build `tag` unless a local image with the same version label exists; returns `tag`."""
+    started = time.monotonic()
     label = image_version_label(version, image_dir, binary)
     with cache_lock(cache, "images"):
         current = image_label(tag)
         if current == label:
-            progress(f"image {tag}: up to date ({VERSION_LABEL}={label})")
+            progress(f"image {tag} (up to date, {VERSION_LABEL}={label}): {time.monotonic() - started:.1f}s")
             return tag
         reason = "missing" if current is None else f"label {current} != {label}"
+        old_id = docker("image", "inspect", "--format", "{{.Id}}", tag, check=False).stdout.strip()
         with timed(f"build image {tag} ({reason})", announce=True):
             build_image(tag, image_dir, binary, binary_name, label, cache)
+        if old_id:  # the stale image is now untagged: drop it unless a container still uses it
+            docker("image", "rm", old_id, check=False)
     return tag
 
 
@@ -691,12 +708,29 @@ class SshHost:
         """DOCKER_HOST for the docker CLI and pulumi-docker's provider `host`."""
         return f"ssh://{self.user}@{self.address}:{self.port}"
 
+    def write_known_hosts(self, path: Path) -> Path:
+        """Write the pinned line to `path` (for `pinned_ssh_opts(path)`, e.g. pulumi-docker's `ssh_opts`)."""
+        path.write_text(self.known_hosts_line + "\n")
+        return path
+
+
+def _free_id(start: int = 2000) -> int:
+    """The first id >= start that is neither a uid nor a gid yet."""
+    used = {p.pw_uid for p in pwd.getpwall()} | {g.gr_gid for g in grp.getgrall()}
+    candidate = start
+    while candidate in used:
+        candidate += 1
+    return candidate
+
 
 def ensure_ssh_user(user: str = SSH_USER) -> None:
     """Create `user` (shell /bin/sh, home dir) if missing and put it in the docker socket's group.
 
-    The password field is `*` (no password can match) rather than useradd's `!`: sshd without
-    PAM treats `!` as a locked account and refuses even key logins.
+    Its uid and gid are kept away from 1001, OpenList's uid: files the SSH user makes on the
+    host must not look as if OpenList owned them, or a test could pass although the program
+    forgot to chown OpenList's data dir. The password field is `*` (no password can match)
+    rather than useradd's `!`: sshd without PAM treats `!` as a locked account and refuses
+    even key logins.
     """
     sock = Path("/var/run/docker.sock")
     group = "docker"
@@ -711,10 +745,19 @@ def ensure_ssh_user(user: str = SSH_USER) -> None:
         except KeyError:
             run(["groupadd", "--system", group])
     try:
-        pwd.getpwnam(user)
+        entry = pwd.getpwnam(user)
     except KeyError:
-        run(["useradd", "--create-home", "--shell", "/bin/sh", "--groups", group, "--password", "*", user])
+        new_id = _free_id()
+        run(["groupadd", "--gid", str(new_id), user])
+        ids = ["--uid", str(new_id), "--gid", str(new_id)]
+        run(["useradd", "--create-home", "--shell", "/bin/sh", *ids, "--groups", group, "--password", "*", user])
         return
+    if OPENLIST_UID in (entry.pw_uid, entry.pw_gid):  # made by an older version of this suite
+        new_id = _free_id()
+        run(["groupmod", "--gid", str(new_id), grp.getgrgid(entry.pw_gid).gr_name])
+        run(["usermod", "--uid", str(new_id), "--gid", str(new_id), user])
+        if Path(entry.pw_dir).is_dir():
+            run(["chown", "-R", f"{new_id}:{new_id}", entry.pw_dir])
     run(["usermod", "--append", "--groups", group, "--shell", "/bin/sh", user])
     shadow = Path("/etc/shadow")
     if shadow.is_file():
@@ -1080,13 +1123,14 @@ class OpenListAdmin:
 
     @staticmethod
     def set_admin_password(container_name: str, password: str, runner: DockerRunner = docker) -> None:
-        """`./openlist admin set <pw> --no-prefix` in the container (cmd/admin.go at v4.2.5).
+        """`./openlist admin set --no-prefix -- <pw>` in the container (cmd/admin.go at v4.2.5).
 
         `--no-prefix` makes the CLI read the container's HTTP_PORT like the server does, so its
         call to the running server's `/api/admin/user/del_cache` reaches it and a cached admin
-        user with the old password is dropped.
+        user with the old password is dropped. `--` lets a password start with `-`.
         """
-        result = runner("exec", container_name, "./openlist", "admin", "set", password, "--no-prefix", check=False)
+        cmd = ["exec", container_name, "./openlist", "admin", "set", "--no-prefix", "--", password]
+        result = runner(*cmd, check=False)
         if result.returncode != 0 or "admin user has been updated" not in result.stdout:
             raise OpenListError(f"openlist admin set failed in {container_name}:\n{result.stdout}\n{result.stderr}")
 
@@ -1225,40 +1269,36 @@ def start_openlist(
     image: str = OPENLIST_IMAGE,
     timezone: str = "UTC",
     owner_uid: int | None = OPENLIST_UID,
+    web_port: int | None = None,
+    s3_port: int | None = None,
     runner: DockerRunner = docker,
     wait: bool = True,
     timeout: float = 60,
 ) -> OpenListContainer:
     """`docker run` OpenList as the program does: data dir bind-mounted, `S3_ENABLE=true S3_PORT=5246
-    HTTP_PORT=80 TZ=...`, on `network`; ports published on random 127.0.0.1 ports.
+    HTTP_PORT=80 TZ=...`, on `network`, web and S3 ports published on 127.0.0.1.
 
-    `owner_uid` chowns `data_dir` first (what the program's own_data_dir_command does); None
-    leaves it as it is, to see the image refuse a dir it cannot write. `wait` waits for /ping;
-    without it, a container that has already exited comes back with ports 0.
+    The host ports are free ones picked here (or given) and published explicitly: with
+    `-p 127.0.0.1::80` docker would pick new ones at every `docker restart`, and the
+    S3 keys only apply after a restart. `owner_uid` chowns `data_dir` first (what the program's
+    own_data_dir_command does); None leaves it as it is, to see the image refuse a dir it
+    cannot write. `wait` waits for /ping.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     if owner_uid is not None:
         os.chown(data_dir, owner_uid, owner_uid)
+    web_port = web_port or free_port()
+    s3_port = s3_port or free_port()
     runner(
         "run", "-d", "--name", name, "--network", network,
         "--label", f"{RESOURCE_LABEL}=1",
         "-e", f"TZ={timezone}", "-e", "S3_ENABLE=true",
         "-e", f"S3_PORT={OPENLIST_S3_PORT}", "-e", f"HTTP_PORT={OPENLIST_HTTP_PORT}",
-        "-p", f"127.0.0.1::{OPENLIST_HTTP_PORT}", "-p", f"127.0.0.1::{OPENLIST_S3_PORT}",
+        "-p", f"127.0.0.1:{web_port}:{OPENLIST_HTTP_PORT}", "-p", f"127.0.0.1:{s3_port}:{OPENLIST_S3_PORT}",
         "-v", f"{data_dir}:{OPENLIST_DATA_DIR}",
         image,
     )  # fmt: skip
-    if not wait:  # it may already have exited (that is what some tests look for): no ports then
-        running = runner("inspect", "--format", "{{.State.Running}}", name).stdout.strip() == "true"
-        if not running:
-            return OpenListContainer(name=name, network=network, data_dir=data_dir, web_port=0, s3_port=0)
-    container = OpenListContainer(
-        name=name,
-        network=network,
-        data_dir=data_dir,
-        web_port=published_port(name, OPENLIST_HTTP_PORT, runner),
-        s3_port=published_port(name, OPENLIST_S3_PORT, runner),
-    )
+    container = OpenListContainer(name=name, network=network, data_dir=data_dir, web_port=web_port, s3_port=s3_port)
     if wait:
         wait_openlist(container, runner=runner, timeout=timeout)
     return container
