@@ -33,11 +33,12 @@ class OpenListArgs:
 
 
 def own_data_dir_command(host_path: str, image: str) -> str:
-    """Make the bind-mounted data dir writable by OpenList's uid without needing root over SSH:
-    Docker (which the SSH user can already drive) creates the dir and chowns it."""
+    """Make the bind-mounted data dir OpenList's alone (its database holds the S3 keys and the 189 login),
+    without needing root over SSH: Docker, which the SSH user can already drive, creates and chowns it."""
+    fix = f"chown {OPENLIST_UID}:{OPENLIST_UID} /data && chmod 700 /data"
     return (
-        f"docker run --rm --user 0:0 --network none --entrypoint chown "
-        f"-v {shlex.quote(host_path)}:/data {shlex.quote(image)} {OPENLIST_UID}:{OPENLIST_UID} /data"
+        "docker run --rm --user 0:0 --network none --entrypoint /bin/sh "
+        f"-v {shlex.quote(host_path)}:/data {shlex.quote(image)} -c {shlex.quote(fix)}"
     )
 
 
@@ -79,6 +80,8 @@ class OpenList(pulumi.ComponentResource):
                 "S3_ENABLE=true",
                 f"S3_PORT={settings.s3_port}",
                 f"HTTP_PORT={WEB_PORT_IN_CONTAINER}",
+                # The image's entrypoint applies it: the database (S3 keys, 189 login) is created 0600.
+                "UMASK=077",
             ],
             labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(labels.items())],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[owned]),

@@ -106,29 +106,33 @@ def test_first_boot_creates_once_and_both_hosts_snapshot_on_schedule(system: Sys
 @pytest.mark.parametrize("stack", ["vps", "sakamoto"])
 def test_server_requires_credentials_and_serves_the_declared_certificate(system: System, stack: str):
     address = ADDRESS[stack]
-    url = f"https://{address}:51515/api/v1/repo/status"
+    base = f"https://{address}:51515"
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # self-signed: trust is the pinned fingerprint below
-
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(url, context=context, timeout=10)
-    assert refused.value.code == 401
-
     run = system.runs[stack]
-    username = system.secrets["serverUsername"]
-    auth = b64encode(f"{username}:{system.secrets['serverPassword']}".encode()).decode()
-    request = urllib.request.Request(url, headers={"Authorization": f"Basic {auth}"})
-    with urllib.request.urlopen(request, context=context, timeout=10) as answer:  # noqa: S310
-        assert answer.status == 200
-        assert json.load(answer)["connected"] is True
 
-    wrong = b64encode(f"{username}:not-the-password".encode()).decode()
-    with pytest.raises(urllib.error.HTTPError) as wrong_answer:
-        urllib.request.urlopen(
-            urllib.request.Request(url, headers={"Authorization": f"Basic {wrong}"}), context=context, timeout=10
-        )
-    assert wrong_answer.value.code == 401
+    def status(path: str, user: str | None = None, password: str | None = None) -> int:
+        headers = {}
+        if user is not None:
+            headers["Authorization"] = "Basic " + b64encode(f"{user}:{password}".encode()).decode()
+        try:
+            request = urllib.request.Request(base + path, headers=headers)  # noqa: S310 (https to the test host)
+            with urllib.request.urlopen(request, context=context, timeout=10) as answer:  # noqa: S310
+                return answer.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    ui_user, ui_password = system.secrets["serverUsername"], system.secrets["serverPassword"]
+    control_password = system.secrets["serverControlPassword"]
+    # The UI (it can browse and restore every file): login required.
+    assert status("/") == 401
+    assert status("/", ui_user, "not-the-password") == 401
+    assert status("/", ui_user, ui_password) == 200
+    # The control API (health checks): its own credentials, not the UI's.
+    assert status("/api/v1/control/sources") == 401
+    assert status("/api/v1/control/sources", ui_user, ui_password) == 401
+    assert status("/api/v1/control/sources", render.SERVER_CONTROL_USER, control_password) == 200
 
     served = ssl.get_server_certificate((address, 51515))
     assert render.pem_sha256_fingerprint(served) == run.outputs["kopia_tls_fingerprint"]
@@ -191,10 +195,18 @@ def test_no_secret_in_inspect_logs_processes_or_readable_files(system: System):
 def test_container_env_is_documented_in_the_readme(system: System):
     readme = (ROOT / "README.md").read_text()
     for container in (KOPIA["vps"], KOPIA["sakamoto"], OPENLIST):
-        names = {e.split("=", 1)[0] for e in system.inspect(container)["Config"]["Env"]}
-        image_defaults = {"PATH", "UMASK", "RUN_ARIA2", "HOME", "LC_ALL", "TERM", "LANG", "RCLONE_CONFIG"}
-        for name in names - image_defaults:
+        config = system.inspect(container)["Config"]
+        names = {e.split("=", 1)[0] for e in config["Env"]}
+        image = json.loads(system.docker("image", "inspect", config["Image"]).stdout)[0]
+        image_defaults = {e.split("=", 1)[0] for e in image["Config"]["Env"]}  # the image's, not ours
+        declared = {e.split("=", 1)[0] for r in system.runs.values() for c in _containers(r) for e in c}
+        assert names - image_defaults <= declared
+        for name in declared & names:
             assert f"`{name}`" in readme, f"container env {name} of {container} is not listed in README.md"
+
+
+def _containers(run) -> list[list[str]]:
+    return [c.inputs.get("envs", []) for c in run.by_type("docker:index/container:Container")]
 
 
 # ---------------------------------------------------------------- 9. OpenList's S3 quirks, checked
@@ -318,7 +330,7 @@ def test_wrong_password_fails_loudly_and_changes_nothing(system: System):
     assert lines and all("invalid repository password" in line for line in lines)
     one_start = system.logs(container).split("kopia-start: connecting")[-1]
     assert len(fatal_lines(one_start)) == 1, "one clear line per failed start"
-    assert "creat" not in one_start
+    assert "creating it" not in one_start and "created the repository" not in one_start
     assert system.oracle.repository_id() == repository_id
     assert system.oracle.run("blob", "list", "--prefix=kopia.").stdout == blobs_before
     assert len(system.oracle.snapshots()) >= snapshots_before

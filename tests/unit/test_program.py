@@ -89,7 +89,13 @@ def test_vps_openlist_container(vps):
     assert image_name(vps, container) == "ghcr.io/openlistteam/openlist-git:v4.2.5"
     assert container.inputs["name"] == "openlist"
     assert container.inputs["restart"] == "always"
-    assert env_of(container) == {"TZ": "Asia/Shanghai", "S3_ENABLE": "true", "S3_PORT": "5246", "HTTP_PORT": "80"}
+    assert env_of(container) == {
+        "TZ": "Asia/Shanghai",
+        "S3_ENABLE": "true",
+        "S3_PORT": "5246",
+        "HTTP_PORT": "80",
+        "UMASK": "077",
+    }
     ports = {(p["internal"], p["external"], p["ip"]) for p in container.inputs["ports"]}
     assert ports == {(80, 5244, "100.64.0.2"), (5246, 5246, "100.64.0.2")}
     assert volumes_of(container) == {"/opt/openlist/data": ("/opt/data/openlist/data", False)}
@@ -101,7 +107,7 @@ def test_vps_openlist_container(vps):
         "homepage.description": "网盘S3服务",
     }
     chown = vps.one(COMMAND, "openlist-data-dir")
-    assert "chown" in chown.inputs["create"] and "1001:1001" in chown.inputs["create"]
+    assert "chown 1001:1001 /data && chmod 700 /data" in chown.inputs["create"]
     assert "delete" not in chown.inputs, "destroying the stack must not delete OpenList's data"
 
 
