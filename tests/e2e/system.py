@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.e2e import infra
 from tests.e2e.adapter import Deployment
 from tests.e2e.s3 import S3Client
 from tests.harness import ProgramRun, run_program, stack_config
@@ -80,33 +81,8 @@ def write_test_data(root: Path, seed: str, files: int = 12) -> None:
 
 
 @dataclass
-class Kopia:
-    """The real kopia binary on the test machine, connected read-only to the shared repository."""
-
-    binary: Path
-    password: str
-    access_key: str
-    secret_key: str
-    workdir: Path
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {
-            "PATH": os.environ["PATH"],
-            "HOME": str(self.workdir),
-            "KOPIA_PASSWORD": self.password,
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
-            "KOPIA_CHECK_FOR_UPDATES": "false",
-            "KOPIA_PERSIST_CREDENTIALS_ON_CONNECT": "false",
-        }
-
-    def run(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-        argv = [str(self.binary), f"--config-file={self.workdir}/repository.config", *args]
-        result = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
-        if check and result.returncode != 0:
-            raise AssertionError(f"kopia {' '.join(args)} failed: {result.stderr.strip()[-500:]}")
-        return result
+class Kopia(infra.KopiaCli):
+    """The real kopia binary on the test machine as the oracle: Kopia's own answers about the repository."""
 
     def connect(self, prefix: str = "main/", *extra: str) -> subprocess.CompletedProcess:
         return self.run(
@@ -119,7 +95,6 @@ class Kopia:
             "--disable-tls",
             "--override-hostname=e2e-oracle",
             "--override-username=tester",
-            f"--cache-directory={self.workdir}/cache",
             *extra,
         )
 
@@ -234,10 +209,10 @@ class System:
         workdir.mkdir()
         self.oracle = Kopia(
             self.kopia_binary,
+            workdir,
             self.secrets["repoPassword"],
             self.secrets["s3AccessKeyId"],
             self.secrets["s3SecretAccessKey"],
-            workdir,
         )
 
     def first_deploy_openlist(self, openlist_admin_cls: Any) -> None:

@@ -10,9 +10,9 @@ boot, then what a running system must survive.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-import socket
 import ssl
 import subprocess
 import time
@@ -60,10 +60,17 @@ def fatal_lines(text: str) -> list[str]:
 
 
 def server_answers(address: str, port: int = 51515) -> bool:
+    """Whether a Kopia server answers HTTP at all (any status). A bare TCP connect is not enough:
+    Docker's userland proxy keeps the published port open while the container restarts."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
     try:
-        with socket.create_connection((address, port), timeout=2):
+        with urllib.request.urlopen(f"https://{address}:{port}/", context=context, timeout=3):
             return True
-    except OSError:
+    except urllib.error.HTTPError:
+        return True  # e.g. 401: a server is there
+    except (urllib.error.URLError, OSError, ssl.SSLError):
         return False
 
 
@@ -233,7 +240,7 @@ def test_openlist_empty_folder_is_listed_as_a_fake_object_and_breaks_create(syst
     system.docker("exec", OPENLIST, "mkdir", "-p", "/opt/openlist/data/drive189/kopia/emptyfolder")
     listed = [key for key, _ in system.s3().list_keys("kopia", "emptyfolder/")]
     assert any("ThisIsAnEmptyFolderInTheS3Bucket" in key for key in listed), listed
-    probe = system.oracle.__class__(**{**system.oracle.__dict__, "workdir": tmp_path})
+    probe = dataclasses.replace(system.oracle, config_dir=tmp_path)
     created = probe.run(
         "repository",
         "create",
@@ -336,6 +343,7 @@ def test_wrong_password_fails_loudly_and_changes_nothing(system: System):
     assert len(system.oracle.snapshots()) >= snapshots_before
     system.up("sakamoto")  # the right password again
     wait_healthy(system, container)
+    assert server_answers(ADDRESS["sakamoto"]), "the probe itself sees a running server"
 
 
 # ---------------------------------------------------------------- 4. S3 endpoint down at start
@@ -359,6 +367,7 @@ def test_endpoint_down_at_start_fails_loudly_then_recovers_by_itself(system: Sys
     finally:
         system.docker("start", OPENLIST)
     wait_healthy(system, container, timeout=300)  # Docker's restart policy brings it back, no one else
+    assert server_answers(ADDRESS["vps"])
     assert "creating it" not in system.logs(container)
 
 

@@ -1,0 +1,26 @@
+"""Write schema/stack-config.schema.json: the JSON Schema of a stack's config, for editors.
+
+Generated from the pydantic models in components/config.py; tests/unit/test_schema.py fails when it is stale.
+Run: venv/bin/python -m scripts.config_schema
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from components.config import StackConfig
+
+SCHEMA = Path(__file__).resolve().parent.parent / "schema" / "stack-config.schema.json"
+
+
+def render_schema() -> str:
+    schema = StackConfig.model_json_schema(by_alias=True)
+    schema["description"] = "homelab-backup: the `homelab-backup:*` keys of Pulumi.yaml and Pulumi.<stack>.yaml"
+    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":
+    SCHEMA.parent.mkdir(exist_ok=True)
+    SCHEMA.write_text(render_schema())
+    print(f"wrote {SCHEMA}")
