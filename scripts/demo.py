@@ -31,6 +31,8 @@ def main() -> int:
             )
             print(system.oracle.run("snapshot", "list", "--all").stdout)
             for stack in KOPIA:
+                container = KOPIA[stack]
+                wait_for(f"{container} healthy", lambda c=container: system.health(c) == "healthy", 240, interval=5)
                 url = system.runs[stack].outputs["kopia_server_url"]
                 print(f"{KOPIA[stack]}: {system.health(KOPIA[stack])}, server {url}")
             latest = system.oracle.snapshots_of("shelken@vps:/backup/data")[-1]
