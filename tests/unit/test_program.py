@@ -355,3 +355,21 @@ def test_missing_key_vault_field_names_the_reference_not_a_value(key_vault):
     assert "no field 'KOPIA_SERVER_CONTROL_PASSWORD'" in message
     for secret in values.values():
         assert secret not in message
+
+
+def test_insecure_is_an_explicit_visible_opt_out_of_tls(key_vault):
+    from tests.harness import stack_config
+
+    kopia = stack_config("sakamoto")["homelab-backup:kopia"]
+    run = run_committed_stack(
+        "sakamoto", key_vault, **{"homelab-backup:kopia": {**kopia, "server": {"insecure": True}}}
+    )
+    assert run.by_type("tls:index/privateKey:PrivateKey") == []
+    assert run.by_type("tls:index/selfSignedCert:SelfSignedCert") == []
+    container = run.one(CONTAINER, "kopia-container")
+    assert "--insecure" in container.inputs["entrypoints"][2]
+    assert "--address=http://127.0.0.1:51515" in container.inputs["healthcheck"]["tests"][1]
+    assert run.outputs["kopia_server_url"] == "http://192.168.1.10:51515"
+    assert run.outputs["kopia_tls_fingerprint"] is None
+    files = {r.name for r in run.by_type(COMMAND)}
+    assert "kopia-config-tls-key" not in files and "kopia-config-tls-crt" not in files
