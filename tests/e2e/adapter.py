@@ -28,15 +28,14 @@ use, and the TLS provider (the mocks generate the key and certificate with
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import shlex
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from tests.e2e import infra
 from tests.harness import ProgramRun, Recorded, unwrap_all
 
 CONTAINER = "docker:index/container:Container"
@@ -50,85 +49,52 @@ def _spec_hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _known_hosts_file(directory: Path, host: str, port: int, host_key: str) -> Path:
-    pattern = host if port == 22 else f"[{host}]:{port}"
-    path = directory / f"known_hosts-{port}"
-    path.write_text(f"{pattern} {host_key}\n")
-    return path
-
-
 @dataclass
 class Deployment:
     """One stack's resources on the real host; `apply` is `pulumi up`, `destroy` is `pulumi destroy`."""
 
     stack: str
-    private_key_path: Path  # the operator's key (what ssh-agent would hold)
+    operator: infra.SshHost  # the SSH host and the operator's key (what ssh-agent would hold)
     applied_commands: dict[str, str] = field(default_factory=dict)  # name -> hash of inputs
     applied_containers: dict[str, str] = field(default_factory=dict)  # container name -> spec hash
     commands: dict[str, dict] = field(default_factory=dict)  # last declared inputs (for destroy)
     networks: list[str] = field(default_factory=list)
-    docker_env: dict[str, str] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._tmp = Path(tempfile.mkdtemp(prefix=f"hle2e-{self.stack}-"))
+    _docker: infra.SshDocker | None = None
 
     # ------------------------------------------------------------ doors
 
+    @property
+    def docker_env(self) -> dict[str, str]:
+        assert self._docker is not None, "apply() first: the provider decides where docker goes"
+        return self._docker.env
+
     def docker(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-        """The docker CLI through the declared Docker provider (ssh://...), like pulumi-docker."""
-        result = subprocess.run(
-            ["docker", *args], env=self.docker_env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-        if check and result.returncode != 0:
-            raise RuntimeError(f"docker {' '.join(args[:3])} failed: {result.stderr.strip()}")
-        return result
+        """The docker CLI through the declared Docker provider (ssh://... with its sshOpts), like pulumi-docker."""
+        assert self._docker is not None, "apply() first: the provider decides where docker goes"
+        return self._docker.run(*args, check=check, timeout=timeout)
 
     def _use_provider(self, provider: Recorded) -> None:
-        """Make `docker` talk to the provider's host with exactly the provider's ssh options."""
-        import os
-
-        host = provider.inputs["host"]
-        ssh_opts = json.loads(provider.inputs.get("sshOpts", "[]"))
-        wrapper_dir = self._tmp / "bin"
-        wrapper_dir.mkdir(exist_ok=True)
-        wrapper = wrapper_dir / "ssh"
-        # docker's ssh connection helper runs `ssh <its flags> -- host docker system dial-stdio`; pulumi-docker
-        # adds sshOpts in front. The key stands in for the operator's ssh-agent.
-        wrapper.write_text(
-            "#!/bin/sh\nexec /usr/bin/ssh "
-            + " ".join(shlex.quote(o) for o in ssh_opts)
-            + f' -i {shlex.quote(str(self.private_key_path))} -o IdentitiesOnly=yes "$@"\n'
+        if self._docker is not None:
+            self._docker.close()
+        self._docker = infra.SshDocker(
+            self.operator,
+            json.loads(provider.inputs.get("sshOpts", "[]")),
+            docker_host=provider.inputs["host"],
         )
-        wrapper.chmod(0o755)
-        self.docker_env = {
-            **os.environ,
-            "PATH": f"{wrapper_dir}:{os.environ['PATH']}",
-            "DOCKER_HOST": host,
-        }
-        self.docker_env.pop("DOCKER_CONTEXT", None)
 
     def ssh(self, connection: dict, command: str, stdin: str | None) -> subprocess.CompletedProcess:
-        """pulumi-command's remote run: the declared user/port, the declared pinned host key, stdin piped."""
-        known_hosts = _known_hosts_file(self._tmp, connection["host"], int(connection["port"]), connection["hostKey"])
-        argv = [
-            "ssh",
-            "-i",
-            str(self.private_key_path),
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            f"UserKnownHostsFile={known_hosts}",
-            "-p",
-            str(int(connection["port"])),
-            f"{connection['user']}@{connection['host']}",
-            command,
-        ]
-        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120, check=False)
+        """pulumi-command's remote run: the declared user, address, port and pinned host key; stdin piped."""
+        port = int(connection["port"])
+        declared = dataclasses.replace(
+            self.operator,
+            address=connection["host"],
+            port=port,
+            user=connection["user"],
+            host_public_key=connection["hostKey"],
+            known_hosts_line=infra.known_hosts_line(connection["host"], port, connection["hostKey"]),
+        )
+        return infra.ssh_run(declared, command, stdin=stdin.encode() if stdin else None, check=False, timeout=120)
 
     # ------------------------------------------------------------ apply / destroy
 
@@ -223,5 +189,8 @@ class Deployment:
             self.docker("network", "rm", network, check=False)
         self.applied_containers.clear()
         self.applied_commands.clear()
+        if self._docker is not None:
+            self._docker.close()
+            self._docker = None
         if errors:
             raise RuntimeError("destroy left things behind: " + "; ".join(errors))

@@ -944,7 +944,15 @@ class SshDocker:
     Use as a context manager, or call `close()`, to delete the temp dir.
     """
 
-    def __init__(self, host: SshHost, ssh_opts: list[str] | None = None, *, known_hosts_line: str | None = None):
+    def __init__(
+        self,
+        host: SshHost,
+        ssh_opts: list[str] | None = None,
+        *,
+        known_hosts_line: str | None = None,
+        docker_host: str | None = None,
+    ):
+        """`docker_host` overrides `host.docker_host`, e.g. with the program's declared provider `host`."""
         self.host = host
         self._tmp = tempfile.TemporaryDirectory(prefix=f"{NAME_PREFIX}sshdocker-")
         tmp = Path(self._tmp.name)
@@ -968,7 +976,7 @@ class SshDocker:
             k: v for k, v in os.environ.items() if k not in ("DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
         }
         self.env["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
-        self.env["DOCKER_HOST"] = host.docker_host
+        self.env["DOCKER_HOST"] = docker_host or host.docker_host
 
     def run(
         self,

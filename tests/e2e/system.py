@@ -140,7 +140,7 @@ class System:
         }
         self.openlist_admin_password = "ol-" + secrets.token_urlsafe(12)
         for stack in ("vps", "sakamoto"):
-            self.deployments[stack] = Deployment(f"e2e-{stack}", Path(self.ssh_host.private_key_path))
+            self.deployments[stack] = Deployment(f"e2e-{stack}", self.ssh_host)
 
     @property
     def secret_values(self) -> list[str]:
