@@ -11,6 +11,7 @@ what is declared to a real Docker engine and SSH host).
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import ipaddress
@@ -29,7 +30,9 @@ from cryptography.x509.oid import NameOID
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
+
+from components.secrets import SecretReadError
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "homelab-backup"
@@ -199,6 +202,7 @@ def run_program(
     settings.SETTINGS.outputs.clear()
 
     run = ProgramRun(mocks)
+    _quiet_about_the_failure_already_raised()
     _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
     for recorded in mocks.resources:
         recorded.parent, recorded.options = monitor.meta[(recorded.typ, recorded.name)]
@@ -209,6 +213,22 @@ def run_program(
         if _sync_await(output.is_secret()):
             run.secret_outputs.add(name)
     return run
+
+
+def _quiet_about_the_failure_already_raised() -> None:
+    """A program that fails (bad secret, bad config) fails in every Output that depends on the bad value;
+    run_pulumi_func raises the first, and asyncio would print the copies as "Future exception was never
+    retrieved" at exit. The first is what the test sees; the copies are not news."""
+    loop = _ensure_event_loop()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if context.get("message") == "Future exception was never retrieved" and isinstance(
+            context.get("exception"), SecretReadError | pulumi.RunError
+        ):
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 def plain_strings(value: Any) -> list[str]:
