@@ -10,12 +10,10 @@ timed() { local start=$SECONDS; "$@"; step "  done in $((SECONDS - start))s"; }
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=()
-    command -v dockerd >/dev/null || missing+=(docker.io)
-    [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
-    [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 && ldd /bin/busybox 2>&1 | grep -q "not a dynamic" \
-        || missing+=(busybox-static)
-    command -v zstd >/dev/null || missing+=(zstd)
-    command -v ssh >/dev/null || missing+=(openssh-client)
+    command -v dockerd >/dev/null || missing+=(docker.io)  # any Docker engine will do
+    for package in openssh-server openssh-client busybox-static zstd; do
+        dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+    done
     if [ ${#missing[@]} -gt 0 ]; then
         step "installing Debian packages: ${missing[*]}"
         timed apt-get update -qq
