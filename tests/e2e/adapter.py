@@ -187,6 +187,8 @@ class Deployment:
                     errors.append(f"{name}: {result.stderr.strip()}")
         for network in self.networks:
             self.docker("network", "rm", network, check=False)
+        # Destroyed: a second destroy (the suite's finalizer after a test destroyed) has nothing to do.
+        self.networks.clear()
         self.applied_containers.clear()
         self.applied_commands.clear()
         if self._docker is not None:

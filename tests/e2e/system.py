@@ -238,16 +238,23 @@ class System:
     def s3(self) -> S3Client:
         return S3Client(f"http://{S3_ENDPOINT}", self.secrets["s3AccessKeyId"], self.secrets["s3SecretAccessKey"])
 
-    def destroy(self) -> None:
+    def destroy_stacks(self) -> None:
+        """`pulumi destroy` of both stacks (what they declared; host data stays). Every step is tried."""
         errors = []
         for stack in ("sakamoto", "vps"):
             try:
                 self.deployments[stack].destroy()
             except Exception as error:
                 errors.append(str(error))
-        subprocess.run(["rm", "-rf", str(BASE)], check=False)
         if errors:
             raise RuntimeError("; ".join(errors))
+
+    def destroy(self) -> None:
+        """Everything the suite made, even after a failure."""
+        try:
+            self.destroy_stacks()
+        finally:
+            subprocess.run(["rm", "-rf", str(BASE)], check=False)
 
 
 @contextlib.contextmanager

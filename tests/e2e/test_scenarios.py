@@ -375,6 +375,21 @@ def test_endpoint_down_at_start_fails_loudly_then_recovers_by_itself(system: Sys
     assert "creating it" not in system.logs(container)
 
 
+def test_destroy_removes_what_the_stacks_declared_and_keeps_the_data(system: System):
+    config_files = [path for stack in ("vps", "sakamoto") for path in (BASE / stack / "config").iterdir()]
+    assert len(config_files) == 12
+    system.destroy_stacks()
+    for container in (*KOPIA.values(), OPENLIST):
+        assert infra.docker("inspect", container, check=False).returncode != 0, f"{container} still exists"
+    assert infra.docker("network", "inspect", "hle2e-homelab", check=False).returncode != 0
+    assert [path for path in config_files if path.exists()] == []
+    assert not (BASE / "vps/config").exists(), "the emptied config dir goes too"
+    # What is not Pulumi's to delete stays: OpenList's database, Kopia's cache, the backed-up data.
+    assert (BASE / "vps/services/openlist/data/data.db").exists()
+    assert (BASE / "sakamoto/kopia/cache").exists()
+    assert tree_digest(SOURCES["vps"]["/backup/data"])
+
+
 def test_logs_name_what_to_do(system: System):
     """Failures point at the next step (README troubleshooting has the same lines)."""
     readme = (ROOT / "README.md").read_text()
