@@ -115,7 +115,7 @@ def main() -> int:
             system.up("vps", **{"homelab-backup:policy": policy, "homelab-backup:repository": repository})
             system.first_deploy_openlist(infra.OpenListAdmin)
             container = KOPIA["vps"]
-            wait_for(f"{container} healthy", lambda: system.health(container) == "healthy", 300, interval=3)
+            system.wait_healthy(container, timeout=300)
             exec_kopia = ["docker", "exec", container, "sh", "-c"]
             with_secrets = ". /app/deploy/secrets.env && exec kopia "
 

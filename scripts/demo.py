@@ -8,9 +8,7 @@ import time
 from pathlib import Path
 
 from tests.e2e import infra
-from tests.e2e.system import KOPIA, SOURCES, System, say, tree_digest, wait_for
-
-ALL_SOURCES = [f"shelken@{stack}:{path}" for stack, paths in SOURCES.items() for path in paths]
+from tests.e2e.system import ALL_SOURCES, KOPIA, SOURCES, System, say, source_name, tree_digest, wait_for
 
 
 def main() -> int:
@@ -25,14 +23,14 @@ def main() -> int:
             wait_for("the repository", lambda: system.oracle.connect().returncode == 0, 240, interval=5)
             wait_for(
                 "a snapshot of every source",
-                lambda: set(ALL_SOURCES) <= {_source(s) for s in system.oracle.snapshots()},
+                lambda: set(ALL_SOURCES) <= {source_name(s) for s in system.oracle.snapshots()},
                 300,
                 interval=10,
             )
             print(system.oracle.run("snapshot", "list", "--all").stdout)
             for stack in KOPIA:
                 container = KOPIA[stack]
-                wait_for(f"{container} healthy", lambda c=container: system.health(c) == "healthy", 240, interval=5)
+                system.wait_healthy(container)
                 url = system.runs[stack].outputs["kopia_server_url"]
                 print(f"{KOPIA[stack]}: {system.health(KOPIA[stack])}, server {url}")
             latest = system.oracle.snapshots_of("shelken@vps:/backup/data")[-1]
@@ -45,11 +43,6 @@ def main() -> int:
         finally:
             say("tearing down (pulumi destroy)")
             system.destroy()
-
-
-def _source(snapshot: dict) -> str:
-    source = snapshot["source"]
-    return f"{source['userName']}@{source['host']}:{source['path']}"
 
 
 if __name__ == "__main__":

@@ -129,8 +129,9 @@ class Deployment:
         self.applied_commands[command.name] = digest
         self.log.append(f"command {command.name}")
 
-    def container_args(self, container: Recorded, images: dict[str, str]) -> list[str]:
-        spec = unwrap_all(container.inputs)
+    @staticmethod
+    def container_args(spec: dict, digest: str, images: dict[str, str]) -> list[str]:
+        """`docker run` arguments for a declared (unwrapped) container spec, labelled with its digest."""
         args = ["--name", spec["name"], "--restart", spec.get("restart", "no")]
         if spec.get("hostname"):
             args += ["--hostname", spec["hostname"]]
@@ -145,7 +146,7 @@ class Deployment:
             args += ["-e", env]
         for label in spec.get("labels", []):
             args += ["--label", f"{label['label']}={label['value']}"]
-        args += ["--label", f"homelab-e2e.spec={_spec_hash(spec)}"]
+        args += ["--label", f"homelab-e2e.spec={digest}"]
         health = spec.get("healthcheck")
         if health:
             kind, *test = health["tests"]
@@ -169,7 +170,7 @@ class Deployment:
         if current.returncode == 0:
             self.docker("rm", "-f", name)  # any change of a container input replaces it
             self.log.append(f"replace {name}")
-        self.docker("run", "-d", *self.container_args(container, images))
+        self.docker("run", "-d", *self.container_args(spec, digest, images))
         self.applied_containers[name] = digest
         self.log.append(f"create {name}")
 

@@ -288,14 +288,27 @@ def unique_name(label: str) -> str:
     return f"{NAME_PREFIX}{label}-{secrets.token_hex(4)}"
 
 
-def wait_until(what: str, probe: Callable[[], bool], timeout: float, interval: float = 0.5) -> None:
-    """Poll `probe` until it is true; E2EError naming `what` after `timeout` seconds."""
+def wait_until(
+    what: str,
+    probe: Callable[[], Any],
+    timeout: float,
+    interval: float = 0.5,
+    *,
+    retry_on: tuple[type[BaseException], ...] = (),
+) -> Any:
+    """Poll `probe` until it returns something truthy, and return that; E2EError naming `what` after
+    `timeout` seconds. Exceptions of the `retry_on` types count as "not yet"; the last one is reported."""
     deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
     while True:
-        if probe():
-            return
+        try:
+            if value := probe():
+                return value
+        except retry_on as error:
+            last_error = error
         if time.monotonic() >= deadline:
-            raise E2EError(f"timed out after {timeout:.0f}s waiting for {what}")
+            detail = f": {last_error}" if last_error else ""
+            raise E2EError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
         time.sleep(interval)
 
 

@@ -34,6 +34,7 @@ SOURCES = {
     "vps": {"/backup/data": BASE / "vps/data"},
     "sakamoto": {"/backup/minio": BASE / "sakamoto/minio", "/backup/compose": BASE / "sakamoto/compose"},
 }
+ALL_SOURCES = [f"shelken@{stack}:{path}" for stack, paths in SOURCES.items() for path in paths]
 S3_ENDPOINT = f"127.0.0.2:{5246}"  # OpenList's S3 port as published on the VPS deploy address
 
 
@@ -42,20 +43,14 @@ def say(message: str) -> None:
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 2.0) -> Any:
-    """Poll until `check` returns a truthy value; the error says what never happened."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception as error:
-            last_error = error
-        time.sleep(interval)
-    raise AssertionError(
-        f"timed out after {timeout:.0f}s waiting for {what}" + (f": {last_error}" if last_error else "")
-    )
+    """Poll a check against the running system: any exception in it counts as "not yet"."""
+    return infra.wait_until(what, check, timeout, interval, retry_on=(Exception,))
+
+
+def source_name(snapshot: dict) -> str:
+    """`user@host:/path` of a snapshot from `kopia snapshot list --json`."""
+    source = snapshot["source"]
+    return f"{source['userName']}@{source['host']}:{source['path']}"
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -105,13 +100,7 @@ class Kopia(infra.KopiaCli):
         return self.json("snapshot", "list", "--all")
 
     def snapshots_of(self, source: str) -> list[dict]:
-        user_host, path = source.split(":", 1)
-        user, host = user_host.split("@")
-        return [
-            s
-            for s in self.snapshots()
-            if s["source"]["host"] == host and s["source"]["userName"] == user and s["source"]["path"] == path
-        ]
+        return [s for s in self.snapshots() if source_name(s) == source]
 
     def repository_id(self) -> str:
         status = self.json("repository", "status")
@@ -182,6 +171,15 @@ class System:
     def health(self, container: str) -> str:
         state = self.inspect(container)["State"]
         return state.get("Health", {}).get("Status", state["Status"])
+
+    def wait_healthy(self, container: str, timeout: float = 240) -> None:
+        def healthy() -> bool:
+            status = self.health(container)
+            if status == "unhealthy":  # reported if it never recovers
+                raise AssertionError(f"{container} unhealthy: {self.logs(container)[-800:]}")
+            return status == "healthy"
+
+        wait_for(f"{container} to be healthy", healthy, timeout, interval=3)
 
     def logs(self, container: str) -> str:
         result = self.docker("logs", container, check=False)

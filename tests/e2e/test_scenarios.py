@@ -25,9 +25,20 @@ import pytest
 
 from components import render
 from tests.e2e import infra
-from tests.e2e.system import ADDRESS, BASE, KOPIA, OPENLIST, SOURCES, System, say, tree_digest, wait_for
+from tests.e2e.system import (
+    ADDRESS,
+    ALL_SOURCES,
+    BASE,
+    KOPIA,
+    OPENLIST,
+    SOURCES,
+    System,
+    say,
+    source_name,
+    tree_digest,
+    wait_for,
+)
 
-ALL_SOURCES = ["shelken@vps:/backup/data", "shelken@sakamoto:/backup/minio", "shelken@sakamoto:/backup/compose"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -42,31 +53,26 @@ def system(docker_engine, images, ssh_host, request) -> System:
 
 
 def snapshot_sources(system: System) -> set[str]:
-    return {f"{s['source']['userName']}@{s['source']['host']}:{s['source']['path']}" for s in system.oracle.snapshots()}
-
-
-def wait_healthy(system: System, container: str, timeout: float = 240) -> None:
-    def healthy() -> bool:
-        status = system.health(container)
-        if status == "unhealthy":
-            raise AssertionError(f"{container} unhealthy: {system.logs(container)[-800:]}")
-        return status == "healthy"
-
-    wait_for(f"{container} to be healthy", healthy, timeout, interval=3)
+    return {source_name(s) for s in system.oracle.snapshots()}
 
 
 def fatal_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if "kopia-start: FATAL:" in line]
 
 
-def server_answers(address: str, port: int = 51515) -> bool:
-    """Whether a Kopia server answers HTTP at all (any status). A bare TCP connect is not enough:
-    Docker's userland proxy keeps the published port open while the container restarts."""
+def self_signed_context() -> ssl.SSLContext:
+    """TLS without CA checks: the Kopia servers' certificates are self-signed; trust is the pinned fingerprint."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def server_answers(address: str, port: int = 51515) -> bool:
+    """Whether a Kopia server answers HTTP at all (any status). A bare TCP connect is not enough:
+    Docker's userland proxy keeps the published port open while the container restarts."""
     try:
-        with urllib.request.urlopen(f"https://{address}:{port}/", context=context, timeout=3):
+        with urllib.request.urlopen(f"https://{address}:{port}/", context=self_signed_context(), timeout=3):
             return True
     except urllib.error.HTTPError:
         return True  # e.g. 401: a server is there
@@ -85,7 +91,7 @@ def test_first_boot_creates_once_and_both_hosts_snapshot_on_schedule(system: Sys
     vps_log = system.logs(KOPIA["vps"])
     assert "creating it" not in vps_log, "only the owner may create the repository"
     for stack in ("vps", "sakamoto"):
-        wait_healthy(system, KOPIA[stack])
+        system.wait_healthy(KOPIA[stack])
     wait_for(
         "scheduled snapshots of all three sources",
         lambda: set(ALL_SOURCES) <= snapshot_sources(system),
@@ -114,9 +120,7 @@ def test_first_boot_creates_once_and_both_hosts_snapshot_on_schedule(system: Sys
 def test_server_requires_credentials_and_serves_the_declared_certificate(system: System, stack: str):
     address = ADDRESS[stack]
     base = f"https://{address}:51515"
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # self-signed: trust is the pinned fingerprint below
+    context = self_signed_context()  # trust is the pinned fingerprint, checked below
     run = system.runs[stack]
 
     def status(path: str, user: str | None = None, password: str | None = None) -> int:
@@ -271,7 +275,7 @@ def test_restart_reconnects_without_a_second_repository_or_policy_changes(system
     for stack in ("vps", "sakamoto"):
         system.docker("restart", KOPIA[stack])
     for stack in ("vps", "sakamoto"):
-        wait_healthy(system, KOPIA[stack])
+        system.wait_healthy(KOPIA[stack])
         assert "creating it" not in system.logs(KOPIA[stack]).split("kopia-start: connecting")[-1]
     system.oracle.run("repository", "disconnect", check=False)
     system.oracle.connect()
@@ -302,7 +306,7 @@ def test_policy_change_is_applied_by_pulumi_up_alone(system: System):
         system.up(stack, **{"homelab-backup:policy": policy})
     for stack in ("vps", "sakamoto"):
         assert system.inspect(KOPIA[stack])["Id"] != before[stack], "the container was replaced"
-        wait_healthy(system, KOPIA[stack])
+        system.wait_healthy(KOPIA[stack])
     for source in ALL_SOURCES:
         shown = system.oracle.json("policy", "show", source)
         assert shown["retention"]["keepHourly"] == 12
@@ -346,7 +350,7 @@ def test_wrong_password_fails_loudly_and_changes_nothing(system: System):
     assert system.oracle.run("blob", "list", "--prefix=kopia.").stdout == blobs_before
     assert len(system.oracle.snapshots()) >= snapshots_before
     system.up("sakamoto")  # the right password again
-    wait_healthy(system, container)
+    system.wait_healthy(container)
     assert server_answers(ADDRESS["sakamoto"]), "the probe itself sees a running server"
 
 
@@ -370,7 +374,7 @@ def test_endpoint_down_at_start_fails_loudly_then_recovers_by_itself(system: Sys
         assert "cannot connect to the repository" in line
     finally:
         system.docker("start", OPENLIST)
-    wait_healthy(system, container, timeout=300)  # Docker's restart policy brings it back, no one else
+    system.wait_healthy(container, timeout=300)  # Docker's restart policy brings it back, no one else
     assert server_answers(ADDRESS["vps"])
     assert "creating it" not in system.logs(container)
 
