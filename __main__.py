@@ -1,7 +1,6 @@
 """homelab-backup: read the stack's config -> validate -> providers -> components -> exports. Nothing else."""
 
 import pulumi
-import pulumi_command as command
 import pulumi_docker as docker
 from pulumi_azure_native import authorization
 
@@ -27,14 +26,12 @@ secrets = SecretResolver(
     api_version=config.key_vault.api_version,
 )
 host = config.host
-private_key = secrets.resolve(host.ssh.private_key) if host.ssh.private_key else None
-connection = hosts.ssh_connection(host, private_key)
+ssh, ssh_target = hosts.ssh_command(host), hosts.ssh_target(host)
 
 docker_provider = docker.Provider(
-    f"{host.name}-docker", host=hosts.docker_host_url(host), ssh_opts=hosts.docker_ssh_opts(host)
+    f"{host.name}-docker", host=hosts.docker_host_url(host), ssh_opts=hosts.ssh_options(host)
 )
-command_provider = command.Provider(f"{host.name}-command")
-on_host = pulumi.ResourceOptions(providers=[docker_provider, command_provider])
+on_host = pulumi.ResourceOptions(providers=[docker_provider])
 
 if host.network.create:
     network_name = docker.Network(
@@ -55,7 +52,8 @@ if config.openlist is not None:
             settings=config.openlist,
             image=config.images.openlist,
             network_name=network_name,
-            connection=connection,
+            ssh=ssh,
+            ssh_target=ssh_target,
         ),
         opts=on_host,
     )
@@ -76,7 +74,8 @@ kopia = KopiaNode(
         ),
         s3_endpoint=openlist.internal_s3_endpoint if openlist else secrets.resolve(s3.endpoint),
         network_name=network_name,
-        connection=connection,
+        ssh=ssh,
+        ssh_target=ssh_target,
     ),
     opts=on_host,
 )

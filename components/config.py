@@ -339,6 +339,16 @@ def _ssh_options(value: list[str]) -> list[str]:
     return value
 
 
+def _no_private_key(value: object | None) -> None:
+    # Both the Docker provider and the file resources run the local `ssh` binary, which
+    # cannot take a key from Pulumi: one way that works for both is ssh-agent or `-i`.
+    if value is not None:
+        raise ValueError(
+            "is not supported: load the key into ssh-agent (`ssh-add <key file>`) or set "
+            "host.ssh.options to ['-i', '<key file>']; both the Docker provider and the file writes use it"
+        )
+
+
 class Ssh(_Model):
     user: UserName
     address: Annotated[str, AfterValidator(_ssh_address)] = Field(
@@ -349,8 +359,10 @@ class Ssh(_Model):
         alias="hostKey",
         description="the host's public key, as in known_hosts without the host column: 'ssh-ed25519 AAAA...'",
     )
-    private_key: SecretReference | None = Field(
-        default=None, alias="privateKey", description="secret reference; unset: use the ssh-agent"
+    private_key: Annotated[object | None, AfterValidator(_no_private_key)] = Field(
+        default=None,
+        alias="privateKey",
+        description="not supported: the operator's key comes from ssh-agent or `options` (['-i', '<key file>'])",
     )
     options: Annotated[list[str], AfterValidator(_ssh_options)] = Field(
         default_factory=list, description="extra ssh options, e.g. ['-o', 'ConnectTimeout=10']"

@@ -1,14 +1,13 @@
-"""How the operator's machine reaches a host: the Docker provider's SSH URL and pulumi-command's connection.
+"""How the operator's machine reaches a host: one `ssh` command line for every resource.
 
-Both pin the host key from stack config. The Docker provider runs the local `ssh`
-binary (`ssh ... docker system dial-stdio`), so the pin is handed to it as ssh
-options; pulumi-command checks `host_key` itself.
+The Docker provider runs the local `ssh` binary (`ssh ... docker system dial-stdio`)
+with `ssh_options`; the file resources (`components/host_files.py`) run the same
+binary with the same options. So one SSH setup serves both: the operator's key
+comes from ssh-agent or from `host.ssh.options` (e.g. `["-i", "~/.ssh/homelab"]`),
+and the host key is pinned from stack config.
 """
 
 from __future__ import annotations
-
-import pulumi
-import pulumi_command as command
 
 from components.config import Host
 
@@ -24,8 +23,8 @@ def docker_host_url(host: Host) -> str:
     return f"ssh://{host.ssh.user}@{host.ssh.address}:{host.ssh.port}"
 
 
-def docker_ssh_opts(host: Host) -> list[str]:
-    """ssh options for the Docker provider: accept exactly the pinned host key, never prompt.
+def ssh_options(host: Host) -> list[str]:
+    """ssh options for every connection to the host: accept exactly the pinned host key, never prompt.
 
     KnownHostsCommand (OpenSSH >= 8.5) supplies the pinned entry without writing a
     known_hosts file on the operator's machine; the user's own known_hosts files are
@@ -46,14 +45,11 @@ def docker_ssh_opts(host: Host) -> list[str]:
     ]
 
 
-def ssh_connection(host: Host, private_key: pulumi.Output[str] | None) -> command.remote.ConnectionArgs:
-    """pulumi-command's connection; without a private key it uses the ssh-agent (SSH_AUTH_SOCK)."""
-    return command.remote.ConnectionArgs(
-        host=host.ssh.address,
-        port=host.ssh.port,
-        user=host.ssh.user,
-        host_key=host.ssh.host_key,
-        private_key=private_key,
-        dial_error_limit=3,
-        per_dial_timeout=15,
-    )
+def ssh_target(host: Host) -> str:
+    """`user@address:port`: which host a file resource lives on (a change replaces it)."""
+    return f"{host.ssh.user}@{host.ssh.address}:{host.ssh.port}"
+
+
+def ssh_command(host: Host) -> list[str]:
+    """The argv that runs a command on the host: `ssh <options> -p <port> user@address` (then `-- command`)."""
+    return ["ssh", *ssh_options(host), "-p", str(host.ssh.port), f"{host.ssh.user}@{host.ssh.address}"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
-import pulumi_command as command
 import pulumi_docker as docker
 import pulumi_tls as tls
 
@@ -36,7 +35,8 @@ class KopiaNodeArgs:
     secrets: KopiaSecrets
     s3_endpoint: pulumi.Input[str]  # 'http://host:port'; may be a secret
     network_name: pulumi.Input[str]
-    connection: command.remote.ConnectionArgs
+    ssh: list[str]  # components.hosts.ssh_command(host)
+    ssh_target: str  # components.hosts.ssh_target(host)
 
 
 def start_script_params(config: StackConfig) -> render.StartScriptParams:
@@ -103,10 +103,22 @@ class KopiaNode(pulumi.ComponentResource):
             fingerprint = cert.cert_pem.apply(render.pem_sha256_fingerprint)
 
         config_files = ConfigFiles(
-            f"{name}-config", connection=args.connection, directory=host.config_dir, files=files, opts=child
+            f"{name}-config",
+            ssh=args.ssh,
+            target=args.ssh_target,
+            directory=host.config_dir,
+            files=files,
+            secret_files=render.SECRET_FILES,
+            opts=child,
         )
-        digest = pulumi.Output.all(*[files[f] for f in sorted(files)]).apply(
-            lambda contents: render.content_digest(dict(zip(sorted(files), contents, strict=True)))
+        # Keyed by secrets.env, so the label may be plain: a preview shows which label changes.
+        names = sorted(files)
+        digest = pulumi.Output.unsecret(
+            pulumi.Output.all(*[files[f] for f in names]).apply(
+                lambda contents: render.content_digest(
+                    dict(zip(names, contents, strict=True)), key=contents[names.index(render.SECRETS_ENV)]
+                )
+            )
         )
         healthcheck = (
             fingerprint.apply(lambda fp: render.render_healthcheck(params, fp))
@@ -142,9 +154,11 @@ class KopiaNode(pulumi.ComponentResource):
             healthcheck=docker.ContainerHealthcheckArgs(
                 # CMD-SHELL: Docker runs it with /bin/sh -c, like `docker run --health-cmd`.
                 tests=healthcheck.apply(lambda script: ["CMD-SHELL", script]),
-                interval="60s",
+                # Go's duration form, as the Docker provider reads them back: "60s" would be
+                # refreshed as "1m0s" and show as drift on every `pulumi refresh`.
+                interval="1m0s",
                 timeout="20s",
-                start_period="120s",
+                start_period="2m0s",
                 retries=3,
             ),
             destroy_grace_seconds=60,  # let a running snapshot stop cleanly

@@ -7,15 +7,14 @@ no authentication, and they are read only at start (restart after setting them).
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 
 import pulumi
-import pulumi_command as command
 import pulumi_docker as docker
 
 from components.config import Host
 from components.config import OpenList as OpenListConfig
+from components.host_files import OwnedDirectory
 from components.render import homepage_labels
 
 DATA_DIR = "/opt/openlist/data"
@@ -29,17 +28,8 @@ class OpenListArgs:
     settings: OpenListConfig
     image: str
     network_name: pulumi.Input[str]
-    connection: command.remote.ConnectionArgs
-
-
-def own_data_dir_command(host_path: str, image: str) -> str:
-    """Make the bind-mounted data dir OpenList's alone (its database holds the S3 keys and the 189 login),
-    without needing root over SSH: Docker, which the SSH user can already drive, creates and chowns it."""
-    fix = f"chown {OPENLIST_UID}:{OPENLIST_UID} /data && chmod 700 /data"
-    return (
-        "docker run --rm --user 0:0 --network none --entrypoint /bin/sh "
-        f"-v {shlex.quote(host_path)}:/data {shlex.quote(image)} -c {shlex.quote(fix)}"
-    )
+    ssh: list[str]  # components.hosts.ssh_command(host)
+    ssh_target: str  # components.hosts.ssh_target(host)
 
 
 class OpenList(pulumi.ComponentResource):
@@ -54,11 +44,15 @@ class OpenList(pulumi.ComponentResource):
         data_dir = f"{host.data_dir}/openlist/data"
 
         image = docker.RemoteImage(f"{name}-image", name=args.image, keep_locally=True, opts=child)
-        owned = command.remote.Command(
+        # OpenList's alone: its database holds the S3 keys and the 189 login. Destroy keeps it.
+        owned = OwnedDirectory(
             f"{name}-data-dir",
-            connection=args.connection,
-            create=own_data_dir_command(data_dir, args.image),
-            # Deleting the stack never deletes the drive's database: nothing on delete.
+            ssh=args.ssh,
+            target=args.ssh_target,
+            path=data_dir,
+            uid=OPENLIST_UID,
+            mode="700",
+            image=args.image,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[image]),
         )
         labels = homepage_labels(host.homepage_group, "openlist", "openlist.svg", "网盘S3服务")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from components.config import OPENLIST_EMPTY_FOLDER_MARKER, Policy, Repository
@@ -32,6 +34,8 @@ POLICY_JSON = "policy.json"
 SECRETS_ENV = "secrets.env"
 TLS_CERT = "tls.crt"
 TLS_KEY = "tls.key"
+#: The files that hold secrets: their content and digest stay Pulumi secrets in state.
+SECRET_FILES = frozenset({REPOSITORY_CONFIG, STORAGE_TOKEN, SECRETS_ENV, TLS_KEY})
 
 # Kopia 0.22.3 messages the start script tells apart (repo/connect.go, cli/command_repository_create.go).
 MSG_NOT_INITIALIZED = "repository not initialized in the provided storage"
@@ -175,6 +179,8 @@ class StartScriptParams:
     deploy_dir: str = DEPLOY_DIR
     state_dir: str = STATE_DIR
     cache_dir: str = CACHE_DIR
+    #: how long a host that may not create the repository waits between tries while there is none
+    repository_wait_seconds: int = 30
 
     @property
     def identity(self) -> str:
@@ -185,76 +191,8 @@ class StartScriptParams:
         return self.maintenance_owner == self.identity
 
 
-_START_SCRIPT = r"""#!/bin/sh
-# Kopia start script for @IDENTITY@, rendered by homelab-backup (components/render.py).
-# Edit the stack and run `pulumi up`, never this copy. Every failure before the
-# server starts exits 1 with ONE line "kopia-start: FATAL: ...", so Docker's restart
-# policy retries and `docker ps` shows it; a server is started only once connected.
-set -u
-umask 077
-
-DEPLOY=@DEPLOY_DIR@
-IDENTITY=@IDENTITY@
-OWNER=@OWNER@
-MAY_CREATE=@MAY_CREATE@
-SEEN_MARKER=@STATE_DIR@/repository-seen
-
-log() { printf 'kopia-start: %s\n' "$*" >&2; }
-die() { printf 'kopia-start: FATAL: %s\n' "$*" >&2; exit 1; }
-# Kopia's own error line, without the progress lines around it.
-kopia_error() { printf '%s\n' "$1" | grep . | tail -n 1; }
-
-for f in @REQUIRED_FILES@; do
-    [ -r "$DEPLOY/$f" ] || die "missing $DEPLOY/$f: run 'pulumi up' for this host's stack"
-done
-. "$DEPLOY/@SECRETS_ENV@" || die "cannot read $DEPLOY/@SECRETS_ENV@"
-
-set -- --override-hostname=@HOSTNAME@ --override-username=@USERNAME@ \
-    --no-check-for-updates --no-persist-credentials --cache-directory=@CACHE_DIR@
-
-log "connecting to the repository as $IDENTITY"
-if out=$(kopia repository connect from-config --file "$DEPLOY/@REPOSITORY_CONFIG@" "$@" 2>&1); then
-    log "connected"
-else
-    case "$out" in
-    *"@MSG_NOT_INITIALIZED@"*)
-        [ "$MAY_CREATE" = yes ] ||
-            die "the storage holds no repository yet; only $OWNER creates it: deploy that host first (retrying)"
-        [ ! -e "$SEEN_MARKER" ] ||
-            die "the storage answers as empty, but this host used a repository there before" \
-                "($SEEN_MARKER): the S3 backend is failing; refusing to create a new repository over it"
-        log "the storage holds no repository yet: creating it as $IDENTITY"
-        if ! out=$(kopia repository create from-config --token-file "$DEPLOY/@STORAGE_TOKEN@" "$@" 2>&1); then
-            case "$out" in
-            *"@MSG_EXISTING_DATA@"*)
-                die "cannot create the repository: the prefix holds other data (OpenList lists" \
-                    "'@EMPTY_MARKER@' in an empty folder: delete that empty folder or pick a new repository.prefix)" ;;
-            esac
-            die "cannot create the repository: $(kopia_error "$out")"
-        fi
-        log "created the repository"
-        ;;
-    *)
-        die "cannot connect to the repository (wrong password or S3 endpoint down?): $(kopia_error "$out")" ;;
-    esac
-fi
-date -u +%Y-%m-%dT%H:%M:%SZ > "$SEEN_MARKER" || die "cannot write $SEEN_MARKER: is @STATE_DIR@ a writable volume?"
-@MAINTENANCE@
-out=$(kopia policy import --from-file "$DEPLOY/@POLICY_JSON@" 2>&1) ||
-    die "cannot import $DEPLOY/@POLICY_JSON@: $(kopia_error "$out")"
-log "imported policy.json; this host backs up: @SOURCES@"
-
-log "starting the Kopia server on port @PORT@ (@SCHEME@)"
-exec kopia server start --address=0.0.0.0:@PORT@ @TLS_FLAGS@ \
-    --refresh-interval=@REFRESH_INTERVAL@ --shutdown-grace-period=30s
-"""
-
-_MAINTENANCE_OWNER = r"""out=$(kopia maintenance set --owner=me 2>&1) ||
-    die "cannot make $IDENTITY the maintenance owner: $(kopia_error "$out")"
-log "$IDENTITY owns maintenance"
-"""
-_MAINTENANCE_OTHER = 'log "maintenance is run by $OWNER"\n'
-
+#: The start script's template: a shell file (lintable with shellcheck), its @MARKERS@ filled in below.
+START_SCRIPT_TEMPLATE = Path(__file__).resolve().parent / "templates" / "kopia-start.sh"
 
 def render_start_script(params: StartScriptParams) -> str:
     """The Kopia container's entrypoint (POSIX sh: dash in the upstream image, busybox in tests)."""
@@ -264,7 +202,6 @@ def render_start_script(params: StartScriptParams) -> str:
         tls_flags = f"--tls-cert-file={params.deploy_dir}/{TLS_CERT} --tls-key-file={params.deploy_dir}/{TLS_KEY}"
     else:
         tls_flags = "--insecure"  # explicit opt-in in the stack config (kopia.server.insecure)
-    maintenance = _MAINTENANCE_OWNER if params.is_maintenance_owner else _MAINTENANCE_OTHER
     replacements = {
         "@DEPLOY_DIR@": params.deploy_dir,
         "@STATE_DIR@": params.state_dir,
@@ -287,14 +224,14 @@ def render_start_script(params: StartScriptParams) -> str:
         "@SCHEME@": "TLS" if params.tls else "INSECURE: plain HTTP",
         "@TLS_FLAGS@": tls_flags,
         "@REFRESH_INTERVAL@": params.refresh_interval,
+        "@REPOSITORY_WAIT_SECONDS@": str(params.repository_wait_seconds),
     }
     unquoted = (params.hostname, params.username, params.maintenance_owner, params.refresh_interval, *params.sources)
     for value in (*unquoted, params.deploy_dir, params.state_dir, params.cache_dir):
         if shlex.quote(value) != value:
             raise ValueError(f"{value!r} cannot be placed in the start script unquoted")
     # One pass: a value that happens to contain a marker is not substituted again.
-    script = _START_SCRIPT.replace("@MAINTENANCE@", maintenance)
-    return re.sub(r"@[A-Z_]+@", lambda m: replacements[m.group(0)], script)
+    return re.sub(r"@[A-Z_]+@", lambda m: replacements[m.group(0)], START_SCRIPT_TEMPLATE.read_text())
 
 
 def render_healthcheck(params: StartScriptParams, cert_fingerprint: str | None) -> str:
@@ -352,9 +289,15 @@ def pem_sha256_fingerprint(cert_pem: str) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-def content_digest(files: Mapping[str, str]) -> str:
-    """SHA-256 over named file contents: a container label, so any change replaces the container."""
-    digest = hashlib.sha256()
+def content_digest(files: Mapping[str, str], key: str) -> str:
+    """HMAC-SHA256 over named file contents, keyed by a secret: a container label, so any change of a
+    file replaces the container.
+
+    The label is plain text (`docker inspect`, Pulumi previews), and the files hold
+    passwords: keyed by a secret (secrets.env), the digest reveals nothing about them,
+    so it need not be a Pulumi secret, and a preview shows it beside the other labels.
+    """
+    digest = hmac.new(key.encode(), digestmod=hashlib.sha256)
     for name in sorted(files):
         digest.update(name.encode() + b"\x00" + files[name].encode() + b"\x00")
     return digest.hexdigest()

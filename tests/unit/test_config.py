@@ -541,7 +541,7 @@ def test_path_with_trailing_slash():
 
 @pytest.mark.parametrize(
     "path",
-    ["kopia.s3.accessKeyId", "kopia.s3.secretAccessKey", "kopia.secrets.repositoryPassword", "host.ssh.privateKey"],
+    ["kopia.s3.accessKeyId", "kopia.s3.secretAccessKey", "kopia.secrets.repositoryPassword"],
 )
 def test_secret_reference_that_is_a_literal_value(path):
     values = mutated(VPS, setter(path, "hunter2"))
@@ -585,14 +585,21 @@ def test_config_references_are_accepted():
     def change(values):
         values["kopia"]["secrets"]["repositoryPassword"] = "config:kopiaPassword"
         values["kopia"]["s3"]["accessKeyId"] = "config:s3.access-key_id"
-        values["host"]["ssh"]["privateKey"] = "config:sshPrivateKey"
 
     config = load_stack_config(mutated(VPS, change))
     assert config.kopia.secrets.repository_password == SecretRef("config:kopiaPassword", config_key="kopiaPassword")
     assert config.kopia.s3.access_key_id.config_key == "s3.access-key_id"
-    assert config.host.ssh.private_key is not None
-    assert config.host.ssh.private_key.config_key == "sshPrivateKey"
-    assert config.host.ssh.private_key.vault is None
+
+
+@pytest.mark.parametrize("value", ["config:sshPrivateKey", "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret"])
+def test_ssh_private_key_is_refused_with_the_way_that_works(value):
+    # The Docker provider's ssh cannot take a key from Pulumi: agent or `-i` serve every resource.
+    values = mutated(VPS, setter("host.ssh.privateKey", value))
+    assert_only_problem(values, "host.ssh.privateKey", "ssh-add")
+    with pytest.raises(ConfigError) as info:
+        load_stack_config(values)
+    assert "['-i', '<key file>']" in str(info.value)
+    assert "secret" not in str(info.value).split("privateKey", 1)[1].split("\n")[0].replace("secret reference", "")
 
 
 def test_azure_reference_without_field_reads_the_whole_secret():

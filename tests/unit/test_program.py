@@ -16,7 +16,8 @@ from tests.harness import ProgramRun, plain_strings, run_program, unwrap_all
 from tests.unit.conftest import ALL_SECRET_VALUES, AZURE_TOKEN, VPS_SECRETS, run_committed_stack
 
 CONTAINER = "docker:index/container:Container"
-COMMAND = "command:remote:Command"
+REMOTE_FILE = "pulumi-python:dynamic/homelab:RemoteFile"
+OWNED_DIRECTORY = "pulumi-python:dynamic/homelab:OwnedDirectory"
 IMAGE = "docker:index/remoteImage:RemoteImage"
 
 
@@ -34,7 +35,7 @@ def volumes_of(container) -> dict[str, tuple[str, bool]]:
 
 def file_content(run: ProgramRun, filename: str) -> str:
     role = filename.replace(".", "-")
-    return unwrap_all(run.one(COMMAND, f"kopia-config-{role}").inputs["stdin"])
+    return unwrap_all(run.one(REMOTE_FILE, f"kopia-config-{role}").inputs["content"])
 
 
 def image_name(run: ProgramRun, container) -> str:
@@ -72,13 +73,20 @@ def test_providers_pin_the_host_key_and_every_resource_uses_them(stack, host, ke
     opts = json.loads(provider.inputs["sshOpts"])  # provider config travels as JSON text
     assert "StrictHostKeyChecking=yes" in opts
     assert not any("StrictHostKeyChecking=no" in o for o in opts)
-    host_key = run.one(COMMAND, "kopia-config-policy-json").inputs["connection"]
-    pinned = unwrap_all(host_key)["hostKey"]
-    assert pinned.startswith("ssh-ed25519 ")
-    assert any(o == f"KnownHostsCommand=/bin/echo {host} {pinned}" for o in opts)
+    from tests.harness import stack_config
+
+    pinned = f"{host} {stack_config(stack)['homelab-backup:host']['ssh']['hostKey']}"
+    assert f"KnownHostsCommand=/bin/echo {pinned}" in opts
+    assert "BatchMode=yes" in opts
     for resource in run.resources:
-        if resource.typ.startswith(("docker:", "command:")):
-            assert resource.provider and resource.provider.split("::")[-2] in (f"{stack}-docker", f"{stack}-command")
+        if resource.typ.startswith("docker:"):
+            assert resource.provider and resource.provider.split("::")[-2] == f"{stack}-docker"
+    # The file and directory resources run the same ssh, with the same options, as the Docker provider.
+    ssh_resources = run.by_type(REMOTE_FILE) + run.by_type(OWNED_DIRECTORY)
+    assert ssh_resources
+    for resource in ssh_resources:
+        assert resource.inputs["ssh"] == ["ssh", *opts, "-p", "22", f"shelken@{host}"]
+        assert resource.inputs["target"] == f"shelken@{host}:22"
 
 
 # ---------------------------------------------------------------- vps
@@ -106,9 +114,15 @@ def test_vps_openlist_container(vps):
         "homepage.icon": "openlist.svg",
         "homepage.description": "网盘S3服务",
     }
-    chown = vps.one(COMMAND, "openlist-data-dir")
-    assert "chown 1001:1001 /data && chmod 700 /data" in chown.inputs["create"]
-    assert "delete" not in chown.inputs, "destroying the stack must not delete OpenList's data"
+    data_dir = vps.one(OWNED_DIRECTORY, "openlist-data-dir")
+    assert (data_dir.inputs["path"], data_dir.inputs["uid"], data_dir.inputs["mode"]) == (
+        "/opt/data/openlist/data",
+        1001,
+        "700",
+    )
+    assert data_dir.inputs["image"] == "ghcr.io/openlistteam/openlist-git:v4.2.5"
+    # Prepared before OpenList starts on it.
+    assert any(d.endswith("::openlist-data-dir") for d in container.options["depends_on"])
 
 
 def test_vps_kopia_container(vps):
@@ -214,26 +228,24 @@ def test_sakamoto_kopia(sakamoto):
 
 
 @pytest.mark.parametrize("stack", ["vps", "sakamoto"])
-def test_config_files_are_written_atomically_0600_and_removed_on_destroy(stack, key_vault):
+def test_config_files_are_one_resource_each_secret_where_they_hold_secrets(stack, key_vault):
     run = run_committed_stack(stack, key_vault)
     config_dir = f"/opt/compose/{stack}/kopia"
-    files = {r.name: r for r in run.by_type(COMMAND) if r.parent_name == "kopia-config"}
+    files = {r.name: r for r in run.by_type(REMOTE_FILE) if r.parent_name == "kopia-config"}
     expected = [render.REPOSITORY_CONFIG, render.STORAGE_TOKEN, render.POLICY_JSON, render.SECRETS_ENV]
     expected += [render.TLS_CERT, render.TLS_KEY]
     assert sorted(files) == sorted(f"kopia-config-{f.replace('.', '-')}" for f in expected)
     for filename in expected:
-        cmd = files[f"kopia-config-{filename.replace('.', '-')}"]
-        create = cmd.inputs["create"]
-        assert "umask 077" in create and "chmod 600" in create
-        assert f'mv -f "$tmp" {config_dir}/{filename}' in create, "write, then rename"
-        assert cmd.inputs["update"] == create, "an update rewrites in place (a replace would delete the new file)"
-        assert cmd.inputs["delete"].startswith(f"rm -f {config_dir}/{filename}")
-        assert cmd.inputs["logging"] != "stdoutAndStderr"
-        assert cmd.inputs["addPreviousOutputInEnv"] is False
-        assert {"stdout", "stderr"} <= set(cmd.options["additional_secret_outputs"])
-        assert unwrap_all(cmd.inputs["connection"])["hostKey"].startswith("ssh-ed25519 ")
+        resource = files[f"kopia-config-{filename.replace('.', '-')}"]
+        assert resource.inputs["path"] == f"{config_dir}/{filename}"
+        # A replacement must not delete the file it has just written (same path).
+        assert resource.options["delete_before_replace"] is True
+        secret = filename in render.SECRET_FILES
+        assert (plain_strings(resource.inputs["content"]) == []) is secret, filename
+        assert ({"content", "sha256"} <= set(resource.options["additional_secret_outputs"])) is secret, filename
+    assert {render.SECRETS_ENV, render.TLS_KEY, render.REPOSITORY_CONFIG} <= render.SECRET_FILES
     container = run.one(CONTAINER, "kopia-container")
-    assert {c.name for c in files.values()} <= {d.rsplit("::", 1)[-1] for d in container.options["depends_on"]}
+    assert set(files) <= {d.rsplit("::", 1)[-1] for d in container.options["depends_on"]}
 
 
 def test_policy_json_is_identical_on_both_hosts(vps, sakamoto):
@@ -270,13 +282,17 @@ def test_no_secret_value_in_any_plain_input_or_output(stack, key_vault):
         leaks = [s[:80] for s in plain if secret in s]
         assert not leaks, f"secret {secret!r} in plain text: {leaks}"
     # ...and the secrets did reach the files that need them, as secrets.
-    secrets_env = run.one(COMMAND, "kopia-config-secrets-env").inputs["stdin"]
+    secrets_env = run.one(REMOTE_FILE, "kopia-config-secrets-env").inputs["content"]
     assert plain_strings(secrets_env) == []
     assert "KOPIA_PASSWORD=" in unwrap_all(secrets_env)
-    # The change-detection digest covers secret files, so it is kept secret too.
+    # The change-detection digest covers secret files but is keyed by one, so it may be plain: a
+    # preview then shows which label changed instead of hiding every label behind [secret].
     labels = run.one(CONTAINER, "kopia-container").inputs["labels"]
     digest = labels_of(run.one(CONTAINER, "kopia-container"))["homelab-backup.config-sha256"]
-    assert digest not in plain_strings(labels)
+    plain_labels = plain_strings(labels)
+    for key, value in labels_of(run.one(CONTAINER, "kopia-container")).items():
+        assert key in plain_labels and value in plain_labels, key
+    assert digest in plain_labels
 
 
 @pytest.mark.parametrize("stack", ["vps", "sakamoto"])
@@ -371,5 +387,5 @@ def test_insecure_is_an_explicit_visible_opt_out_of_tls(key_vault):
     assert "--address=http://127.0.0.1:51515" in container.inputs["healthcheck"]["tests"][1]
     assert run.outputs["kopia_server_url"] == "http://192.168.1.10:51515"
     assert run.outputs["kopia_tls_fingerprint"] is None
-    files = {r.name for r in run.by_type(COMMAND)}
+    files = {r.name for r in run.by_type(REMOTE_FILE)}
     assert "kopia-config-tls-key" not in files and "kopia-config-tls-crt" not in files

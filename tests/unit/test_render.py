@@ -277,24 +277,33 @@ FILES = {"policy.json": "{}\n", "secrets.env": "export A='1'\n", "repository.con
 
 
 def test_content_digest_changes_when_any_file_changes():
-    base = render.content_digest(FILES)
+    base = render.content_digest(FILES, key="k")
     for name in FILES:
-        assert render.content_digest({**FILES, name: FILES[name] + " "}) != base, name
-    assert render.content_digest({**FILES, "tls.crt": ""}) != base  # a file added
-    assert render.content_digest({k: v for k, v in FILES.items() if k != "policy.json"}) != base  # removed
+        assert render.content_digest({**FILES, name: FILES[name] + " "}, key="k") != base, name
+    assert render.content_digest({**FILES, "tls.crt": ""}, key="k") != base  # a file added
+    assert render.content_digest({k: v for k, v in FILES.items() if k != "policy.json"}, key="k") != base  # removed
     renamed = {("policy2.json" if k == "policy.json" else k): v for k, v in FILES.items()}
-    assert render.content_digest(renamed) != base
+    assert render.content_digest(renamed, key="k") != base
 
 
 def test_content_digest_ignores_mapping_order():
     reordered = dict(reversed(list(FILES.items())))
     assert list(reordered) != list(FILES)
-    assert render.content_digest(reordered) == render.content_digest(FILES)
-    assert len(render.content_digest(FILES)) == 64
+    assert render.content_digest(reordered, key="k") == render.content_digest(FILES, key="k")
+    assert len(render.content_digest(FILES, key="k")) == 64
 
 
 def test_content_digest_does_not_confuse_name_and_content_boundaries():
-    assert render.content_digest({"a": "bc"}) != render.content_digest({"ab": "c"})
+    assert render.content_digest({"a": "bc"}, key="k") != render.content_digest({"ab": "c"}, key="k")
+
+
+def test_content_digest_is_keyed_so_a_plain_label_reveals_nothing_of_the_files():
+    # Without the key, nobody can test a guessed password against the label on the host.
+    assert render.content_digest(FILES, key="k") != render.content_digest(FILES, key="other")
+    unkeyed = hashlib.sha256()
+    for name in sorted(FILES):
+        unkeyed.update(name.encode() + b"\x00" + FILES[name].encode() + b"\x00")
+    assert render.content_digest(FILES, key="") != unkeyed.hexdigest()
 
 
 # ---------------------------------------------------------------- start script

@@ -22,7 +22,10 @@ printf '%s\n' "$*" >> "$FAKE_STATE/calls"
 case "$1 $2" in
 "repository connect")
     case "$FAKE_SCENARIO" in
-    empty|empty-folder-marker)
+    empty|empty-folder-marker|created-by-the-owner-later)
+        # The owner (another host) creates the repository once this host has asked FAKE_CREATED_AFTER times.
+        echo x >> "$FAKE_STATE/connects"
+        if [ "$(wc -l < "$FAKE_STATE/connects")" -gt "${FAKE_CREATED_AFTER:-999}" ]; then touch "$FAKE_STATE/created"; fi
         if [ -e "$FAKE_STATE/created" ]; then echo "Connected to repository."; exit 0; fi
         echo "error connecting to repository: repository not initialized in the provided storage" >&2; exit 1 ;;
     wrong-password)
@@ -71,7 +74,9 @@ def env_dirs(tmp_path: Path) -> dict[str, Path]:
     return dirs
 
 
-def params_for(dirs: dict[str, Path], *, owner: bool = True, tls: bool = True) -> render.StartScriptParams:
+def params_for(
+    dirs: dict[str, Path], *, owner: bool = True, tls: bool = True, wait_seconds: int = 30
+) -> render.StartScriptParams:
     return render.StartScriptParams(
         hostname="sakamoto",
         username="shelken",
@@ -83,6 +88,7 @@ def params_for(dirs: dict[str, Path], *, owner: bool = True, tls: bool = True) -
         deploy_dir=str(dirs["deploy"]),
         state_dir=str(dirs["state"]),
         cache_dir=str(dirs["cache"]),
+        repository_wait_seconds=wait_seconds,
     )
 
 
@@ -171,12 +177,17 @@ def test_existing_repository_connects_without_create(env_dirs):
     assert verbs(env_dirs) == ["repository connect", "maintenance set", "policy import", "server start"]
 
 
-def test_non_owner_host_never_creates_and_waits_for_the_owner(env_dirs):
-    result = run_script(env_dirs, "empty", params_for(env_dirs, owner=False))
-    assert result.returncode == 1
-    assert verbs(env_dirs) == ["repository connect"]
-    (line,) = fatal_lines(result)
-    assert "only shelken@vps creates it" in line
+def test_non_owner_host_never_creates_and_waits_running_for_the_owner(env_dirs):
+    """First deploy in either order: the host that may not create waits in place (the container keeps
+    running, so Docker keeps its ports and `pulumi refresh` sees no drift), then connects and serves."""
+    params = params_for(env_dirs, owner=False, wait_seconds=0)
+    result = run_script(env_dirs, "created-by-the-owner-later", params, FAKE_CREATED_AFTER="2")
+    assert result.returncode == 0, result.stderr
+    assert verbs(env_dirs) == ["repository connect"] * 3 + ["policy import", "server start"]
+    assert fatal_lines(result) == []
+    waiting = [line for line in result.stderr.splitlines() if "waiting for that host" in line]
+    assert len(waiting) == 2
+    assert "only shelken@vps creates it" in waiting[0]
 
 
 def test_non_owner_host_does_not_touch_maintenance(env_dirs):

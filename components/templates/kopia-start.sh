@@ -1,0 +1,75 @@
+#!/bin/sh
+# Kopia start script for @IDENTITY@, rendered by homelab-backup from components/templates/kopia-start.sh.
+# Edit the stack and run `pulumi up`, never this copy. Every failure before the
+# server starts exits 1 with ONE line "kopia-start: FATAL: ...", so Docker's restart
+# policy retries and `docker ps` shows it; a server is started only once connected.
+set -u
+umask 077
+
+DEPLOY=@DEPLOY_DIR@
+IDENTITY=@IDENTITY@
+OWNER=@OWNER@
+MAY_CREATE=@MAY_CREATE@
+SEEN_MARKER=@STATE_DIR@/repository-seen
+
+log() { printf 'kopia-start: %s\n' "$*" >&2; }
+die() { printf 'kopia-start: FATAL: %s\n' "$*" >&2; exit 1; }
+# Kopia's own error line, without the progress lines around it.
+kopia_error() { printf '%s\n' "$1" | grep . | tail -n 1; }
+
+for f in @REQUIRED_FILES@; do
+    [ -r "$DEPLOY/$f" ] || die "missing $DEPLOY/$f: run 'pulumi up' for this host's stack"
+done
+. "$DEPLOY/@SECRETS_ENV@" || die "cannot read $DEPLOY/@SECRETS_ENV@"
+
+set -- --override-hostname=@HOSTNAME@ --override-username=@USERNAME@ \
+    --no-check-for-updates --no-persist-credentials --cache-directory=@CACHE_DIR@
+
+log "connecting to the repository as $IDENTITY"
+while :; do
+    if out=$(kopia repository connect from-config --file "$DEPLOY/@REPOSITORY_CONFIG@" "$@" 2>&1); then
+        log "connected"
+        break
+    fi
+    case "$out" in
+    *"@MSG_NOT_INITIALIZED@"*) ;;
+    *) die "cannot connect to the repository (wrong password or S3 endpoint down?): $(kopia_error "$out")" ;;
+    esac
+    [ ! -e "$SEEN_MARKER" ] ||
+        die "the storage answers as empty, but this host used a repository there before" \
+            "($SEEN_MARKER): the S3 backend is failing; refusing to create a new repository over it"
+    if [ "$MAY_CREATE" != yes ]; then
+        # A normal state on first deploy: wait here (container running, not healthy yet)
+        # rather than crash-loop, so Docker's restart back-off does not delay the start.
+        log "the storage holds no repository yet; only $OWNER creates it: waiting for that host" \
+            "(next try in @REPOSITORY_WAIT_SECONDS@s)"
+        sleep @REPOSITORY_WAIT_SECONDS@
+        continue
+    fi
+    log "the storage holds no repository yet: creating it as $IDENTITY"
+    if ! out=$(kopia repository create from-config --token-file "$DEPLOY/@STORAGE_TOKEN@" "$@" 2>&1); then
+        case "$out" in
+        *"@MSG_EXISTING_DATA@"*)
+            die "cannot create the repository: the prefix holds other data (OpenList lists" \
+                "'@EMPTY_MARKER@' in an empty folder: delete that empty folder or pick a new repository.prefix)" ;;
+        esac
+        die "cannot create the repository: $(kopia_error "$out")"
+    fi
+    log "created the repository"
+    break
+done
+date -u +%Y-%m-%dT%H:%M:%SZ > "$SEEN_MARKER" || die "cannot write $SEEN_MARKER: is @STATE_DIR@ a writable volume?"
+if [ "$MAY_CREATE" = yes ]; then
+    out=$(kopia maintenance set --owner=me 2>&1) ||
+        die "cannot make $IDENTITY the maintenance owner: $(kopia_error "$out")"
+    log "$IDENTITY owns maintenance"
+else
+    log "maintenance is run by $OWNER"
+fi
+out=$(kopia policy import --from-file "$DEPLOY/@POLICY_JSON@" 2>&1) ||
+    die "cannot import $DEPLOY/@POLICY_JSON@: $(kopia_error "$out")"
+log "imported policy.json; this host backs up: @SOURCES@"
+
+log "starting the Kopia server on port @PORT@ (@SCHEME@)"
+exec kopia server start --address=0.0.0.0:@PORT@ @TLS_FLAGS@ \
+    --refresh-interval=@REFRESH_INTERVAL@ --shutdown-grace-period=30s
