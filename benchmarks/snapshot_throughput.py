@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from tests.e2e import infra
-from tests.e2e.system import BASE, KOPIA, SOURCES, System, real_parts, say, stack_config, wait_for
+from tests.e2e.system import BASE, KOPIA, SOURCES, real_parts, say, stack_config, wait_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIB = 1024 * 1024
@@ -94,8 +94,8 @@ def main() -> int:
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
 
-    with real_parts() as (images, ssh_host):
-        system = System(ssh_host=ssh_host, kopia_binary=Path(images.kopia_binary))
+    with real_parts() as parts:
+        system = parts.system()
         try:
             system.prepare_host()
             source = SOURCES["vps"]["/backup/data"]

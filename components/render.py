@@ -194,6 +194,7 @@ class StartScriptParams:
 #: The start script's template: a shell file (lintable with shellcheck), its @MARKERS@ filled in below.
 START_SCRIPT_TEMPLATE = Path(__file__).resolve().parent / "templates" / "kopia-start.sh"
 
+
 def render_start_script(params: StartScriptParams) -> str:
     """The Kopia container's entrypoint (POSIX sh: dash in the upstream image, busybox in tests)."""
     required = [REPOSITORY_CONFIG, STORAGE_TOKEN, POLICY_JSON, SECRETS_ENV]

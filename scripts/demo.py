@@ -8,14 +8,15 @@ import time
 from pathlib import Path
 
 from tests.e2e import infra
-from tests.e2e.system import ALL_SOURCES, KOPIA, SOURCES, System, say, source_name, tree_digest, wait_for
+from tests.e2e.system import ALL_SOURCES, KOPIA, SOURCES, say, source_name, tree_digest, wait_for
 
 
 def main() -> int:
     from tests.e2e.system import real_parts
 
-    with real_parts() as (images, ssh_host):
-        system = System(ssh_host=ssh_host, kopia_binary=Path(images.kopia_binary))
+    with real_parts() as parts:
+        system = parts.system()
+        say(f"deploying with the {system.tier} tier: {system.tier_description}")
         try:
             say("pulumi up e2e-vps, OpenList first-deploy steps, pulumi up e2e-sakamoto")
             system.deploy(infra.OpenListAdmin)
@@ -31,7 +32,7 @@ def main() -> int:
             for stack in KOPIA:
                 container = KOPIA[stack]
                 system.wait_healthy(container)
-                url = system.runs[stack].outputs["kopia_server_url"]
+                url = system.deployments[stack].outputs["kopia_server_url"]
                 print(f"{KOPIA[stack]}: {system.health(KOPIA[stack])}, server {url}")
             latest = system.oracle.snapshots_of("shelken@vps:/backup/data")[-1]
             with tempfile.TemporaryDirectory() as target:

@@ -14,35 +14,44 @@ which does what the providers would do, through the same doors they use:
   hostname, restart policy, network, ports, volumes, env, labels, entrypoint and
   health check. A container whose declared spec changed is replaced, as the
   Docker provider replaces containers on any change of these inputs.
-- `command:remote:Command`: `create` (first apply) or `update` (when its inputs
-  changed) runs over SSH with the declared `stdin`, connecting with the declared
-  user, port and pinned `hostKey`; `delete` runs on destroy.
+- the program's dynamic resources (`RemoteFile`, `OwnedDirectory` in
+  components/host_files.py): their own provider code is called, as the engine
+  would call it: `create` on first apply, `diff` then `update` (or delete and
+  create, for a replacement) when the inputs changed, `delete` on destroy. They
+  run the local `ssh` with the declared options; the operator's key comes from
+  ssh-agent (`SSH_AUTH_SOCK`), as for a user.
 
-What it does not model: Pulumi state files and `pulumi refresh` (command
-resources cannot be refreshed anyway), resource options such as
-`delete_before_replace`, parallelism, provider retries and timeouts, the
-Docker provider's `must_run` check after create, inputs the program does not
-use, and the TLS provider (the mocks generate the key and certificate with
-`cryptography`, the way the provider would).
+What it does not model: Pulumi state files, `pulumi refresh` and `preview`
+(the engine tier, tests/e2e/engine.py, runs those), parallelism, provider
+retries and timeouts, the Docker provider's `must_run` check after create,
+inputs the program does not use, and the TLS provider (the mocks generate the
+key and certificate with `cryptography`, the way the provider would). It
+refuses resource types it does not translate.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
+from components.host_files import OwnedDirectoryProvider, RemoteFileProvider
 from tests.e2e import infra
-from tests.harness import ProgramRun, Recorded, unwrap_all
+from tests.harness import ProgramRun, Recorded, run_program, unwrap_all
 
 CONTAINER = "docker:index/container:Container"
-COMMAND = "command:remote:Command"
 IMAGE = "docker:index/remoteImage:RemoteImage"
 NETWORK = "docker:index/network:Network"
 DOCKER_PROVIDER = "pulumi:providers:docker"
+#: The program's dynamic resources and their providers (the code the engine would run).
+DYNAMIC_PROVIDERS = {
+    "pulumi-python:dynamic/homelab:RemoteFile": RemoteFileProvider,
+    "pulumi-python:dynamic/homelab:OwnedDirectory": OwnedDirectoryProvider,
+}
+#: What the adapter translates; anything else the program declares is refused.
+TRANSLATED = {CONTAINER, IMAGE, NETWORK, DOCKER_PROVIDER, *DYNAMIC_PROVIDERS}
 
 
 def _spec_hash(value: Any) -> str:
@@ -55,12 +64,15 @@ class Deployment:
 
     stack: str
     operator: infra.SshHost  # the SSH host and the operator's key (what ssh-agent would hold)
-    applied_commands: dict[str, str] = field(default_factory=dict)  # name -> hash of inputs
+    applied: dict[str, tuple[str, dict]] = field(default_factory=dict)  # dynamic resource -> (type, outputs)
     applied_containers: dict[str, str] = field(default_factory=dict)  # container name -> spec hash
-    commands: dict[str, dict] = field(default_factory=dict)  # last declared inputs (for destroy)
     networks: list[str] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)  # the stack outputs of the last `up`
+    declared_containers: list[dict] = field(default_factory=list)  # the container inputs of the last `up`
     _docker: infra.SshDocker | None = None
+
+    tier = "adapter"
 
     # ------------------------------------------------------------ doors
 
@@ -83,22 +95,20 @@ class Deployment:
             docker_host=provider.inputs["host"],
         )
 
-    def ssh(self, connection: dict, command: str, stdin: str | None) -> subprocess.CompletedProcess:
-        """pulumi-command's remote run: the declared user, address, port and pinned host key; stdin piped."""
-        port = int(connection["port"])
-        declared = dataclasses.replace(
-            self.operator,
-            address=connection["host"],
-            port=port,
-            user=connection["user"],
-            host_public_key=connection["hostKey"],
-            known_hosts_line=infra.known_hosts_line(connection["host"], port, connection["hostKey"]),
-        )
-        return infra.ssh_run(declared, command, stdin=stdin.encode() if stdin else None, check=False, timeout=120)
-
     # ------------------------------------------------------------ apply / destroy
 
+    def up(self, overrides: dict[str, Any], secrets: dict[str, str]) -> ProgramRun:
+        """`pulumi up`: run the program for this stack under mocks, then apply what it declared."""
+        run = run_program(self.stack, overrides=overrides, secrets=secrets)
+        self.apply(run)
+        self.outputs = dict(run.outputs)
+        self.declared_containers = [unwrap_all(c.inputs) for c in run.by_type(CONTAINER)]
+        return run
+
     def apply(self, run: ProgramRun) -> None:
+        untranslated = sorted({r.typ for r in run.resources if not r.typ.startswith("homelab:")} - TRANSLATED)
+        if untranslated:
+            raise RuntimeError(f"the adapter does not translate {untranslated}: run this on the engine tier")
         self._use_provider(run.one(DOCKER_PROVIDER))
         images = {r.outputs["imageId"]: r.inputs["name"] for r in run.by_type(IMAGE)}
         for image in images.values():
@@ -109,25 +119,34 @@ class Deployment:
             if self.docker("network", "inspect", name, check=False).returncode != 0:
                 self.docker("network", "create", name)
                 self.networks.append(name)
-        # Commands before containers: the program makes every container depend on its files.
-        for command in sorted(run.by_type(COMMAND), key=lambda r: r.name):
-            self._apply_command(command)
+        # Files and dirs before containers: the program makes every container depend on them.
+        for typ in DYNAMIC_PROVIDERS:
+            for resource in sorted(run.by_type(typ), key=lambda r: r.name):
+                self._apply_dynamic(resource)
         # OpenList before Kopia: dependency order of the program (Kopia's endpoint is OpenList).
         for container in sorted(run.by_type(CONTAINER), key=lambda r: "kopia" in r.name):
             self._apply_container(container, images)
 
-    def _apply_command(self, command: Recorded) -> None:
-        inputs = unwrap_all(command.inputs)
-        self.commands[command.name] = inputs
-        digest = _spec_hash({k: inputs.get(k) for k in ("create", "update", "stdin", "connection")})
-        if self.applied_commands.get(command.name) == digest:
-            return
-        script = inputs["update"] if command.name in self.applied_commands and "update" in inputs else inputs["create"]
-        result = self.ssh(inputs["connection"], script, inputs.get("stdin"))
-        if result.returncode != 0:
-            raise RuntimeError(f"{command.name}: remote command failed ({result.returncode}): {result.stderr.strip()}")
-        self.applied_commands[command.name] = digest
-        self.log.append(f"command {command.name}")
+    def _apply_dynamic(self, resource: Recorded) -> None:
+        """What the engine does with a dynamic resource: create, or diff and then update or replace."""
+        provider = DYNAMIC_PROVIDERS[resource.typ]()
+        news = {k: v for k, v in unwrap_all(resource.inputs).items() if k != "__provider"}
+        if resource.name not in self.applied:
+            outs = provider.create(news).outs
+            self.log.append(f"create {resource.name}")
+        else:
+            olds = self.applied[resource.name][1]
+            diff = provider.diff(resource.name, olds, news)
+            if not diff.changes:
+                return
+            if diff.replaces:
+                provider.delete(resource.name, olds)  # delete-before-replace, as the program declares
+                outs = provider.create(news).outs
+                self.log.append(f"replace {resource.name}")
+            else:
+                outs = provider.update(resource.name, olds, news).outs
+                self.log.append(f"update {resource.name}")
+        self.applied[resource.name] = (resource.typ, dict(outs or {}))
 
     @staticmethod
     def container_args(spec: dict, digest: str, images: dict[str, str]) -> list[str]:
@@ -181,17 +200,17 @@ class Deployment:
             result = self.docker("rm", "-f", name, check=False)
             if result.returncode != 0 and "No such container" not in result.stderr:
                 errors.append(result.stderr.strip())
-        for name, inputs in self.commands.items():
-            if inputs.get("delete") and name in self.applied_commands:
-                result = self.ssh(inputs["connection"], inputs["delete"], None)
-                if result.returncode != 0:
-                    errors.append(f"{name}: {result.stderr.strip()}")
+        for name, (typ, outs) in reversed(list(self.applied.items())):
+            try:
+                DYNAMIC_PROVIDERS[typ]().delete(name, outs)
+            except Exception as error:
+                errors.append(f"{name}: {error}")
         for network in self.networks:
             self.docker("network", "rm", network, check=False)
         # Destroyed: a second destroy (the suite's finalizer after a test destroyed) has nothing to do.
         self.networks.clear()
         self.applied_containers.clear()
-        self.applied_commands.clear()
+        self.applied.clear()
         if self._docker is not None:
             self._docker.close()
             self._docker = None

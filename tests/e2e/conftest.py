@@ -105,6 +105,25 @@ def ssh_host(docker_engine: infra.DockerEngine) -> Iterator[infra.SshHost]:
 
 
 @pytest.fixture(scope="session")
+def operator_agent(ssh_host: infra.SshHost) -> Iterator[str]:
+    """An ssh-agent holding the operator's key (SSH_AUTH_SOCK), as a user has for the program's ssh."""
+    with infra.operator_agent(ssh_host) as sock:
+        yield sock
+
+
+@pytest.fixture(scope="session")
+def deploy_tier(e2e_cache: Path) -> tuple[str, Path | None]:
+    """("engine", CLI root) where the Pulumi provider plugins are installed, else ("adapter", None).
+    HOMELAB_ENGINE=require fails instead of falling back; =off always uses the adapter."""
+    from tests.e2e.system import choose_tier
+
+    try:
+        return choose_tier(e2e_cache)
+    except infra.E2EError as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+@pytest.fixture(scope="session")
 def e2e_workdir() -> Iterator[Path]:
     """`/tmp/hle2e-run-*`: scratch dirs of this session (data dirs, kopia configs), deleted at the end."""
     path = infra.make_session_workdir()

@@ -461,7 +461,7 @@ def _module_origin_hash(go: str, workdir: Path, module: str, version: str) -> st
         return ""
 
 
-def _module_dir(go: str, workdir: Path, module: str, version: str) -> Path:
+def module_dir(go: str, workdir: Path, module: str, version: str) -> Path:
     result = run([go, "mod", "download", "-json", f"{module}@{version}"], cwd=workdir, env=_go_env())
     return Path(json.loads(result.stdout)["Dir"])
 
@@ -502,13 +502,13 @@ def build_go_binary(spec: GoBuild, cache: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix=f"{NAME_PREFIX}build-{spec.name}-", dir=cache) as tmp:
         work = Path(tmp) / "module"
         work.mkdir()
-        for name in ("go.mod", "go.sum", "main.go"):
+        for name in ("go.mod", "go.sum", "main.go", "tools.go"):
             if (spec.wrapper_dir / name).is_file():
                 shutil.copy2(spec.wrapper_dir / name, work / name)
         env = _go_env()
         commit = _module_origin_hash(go, work, spec.module, spec.version)
         if spec.embed_dist:
-            upstream = _module_dir(go, work, spec.module, spec.version)
+            upstream = module_dir(go, work, spec.module, spec.version)
             source = Path(tmp) / "upstream"
             shutil.copytree(upstream, source)
             for path in source.rglob("*"):  # the module cache is read-only
@@ -560,6 +560,18 @@ OPENLIST_BUILD = GoBuild(
     ),
     tags="jsoniter",
     embed_dist=True,
+)
+
+
+PULUMI_VERSION = "v3.274.0"  # v3.271 to v3.273 are refused by the module proxy here
+
+PULUMI_BUILD = GoBuild(
+    name="pulumi",
+    version=PULUMI_VERSION,
+    module="github.com/pulumi/pulumi/pkg/v3",
+    package="github.com/pulumi/pulumi/pkg/v3/cmd/pulumi",
+    # As pulumi's own release build: the version comes from an ldflag (`pulumi version` prints it).
+    ldflags=("-s -w", f"-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version={PULUMI_VERSION}"),
 )
 
 
@@ -907,6 +919,94 @@ class SshServer:
         """Stop sshd and delete its keys, config and log."""
         self.stop_process()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class SshAgent:
+    """A session's ssh-agent holding the operator's key, as a user's would: `SSH_AUTH_SOCK` for the program's
+    ssh (the Docker provider and the file resources run the local `ssh`, which asks the agent)."""
+
+    def __init__(self) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{NAME_PREFIX}agent-"))
+        self.socket = self.workdir / "agent.sock"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, key: Path) -> str:
+        """Start the agent, add `key`, and return the socket path."""
+        self.process = subprocess.Popen(
+            ["ssh-agent", "-D", "-a", str(self.socket)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_until("ssh-agent's socket", self.socket.exists, 10, interval=0.1)
+        run(["ssh-add", "-q", str(key)], env={**os.environ, "SSH_AUTH_SOCK": str(self.socket)})
+        return str(self.socket)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def operator_agent(host: SshHost) -> Iterator[str]:
+    """An ssh-agent with the operator's key, exported as SSH_AUTH_SOCK for this process while it lasts."""
+    agent = SshAgent()
+    previous = os.environ.get("SSH_AUTH_SOCK")
+    try:
+        os.environ["SSH_AUTH_SOCK"] = agent.start(host.private_key_path)
+        yield os.environ["SSH_AUTH_SOCK"]
+    finally:
+        if previous is None:
+            os.environ.pop("SSH_AUTH_SOCK", None)
+        else:
+            os.environ["SSH_AUTH_SOCK"] = previous
+        agent.stop()
+
+
+# ---------------------------------------------------------------- one run at a time
+
+#: The e2e stacks and the demo use fixed container names and host paths: one run per machine at a time.
+RUN_LOCK = Path("/var/lock/homelab-backup-e2e.lock")
+
+
+@contextlib.contextmanager
+def exclusive_run(what: str, timeout: float = 3600) -> Iterator[None]:
+    """Hold the machine-wide run lock while `what` uses the fixed names and paths; wait (with progress)
+    while another run (a demo, the tests, a benchmark) holds it, and say which process that is."""
+    RUN_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with RUN_LOCK.open("a+") as handle:
+        started = time.monotonic()
+        next_report = started
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                now = time.monotonic()
+                if now - started > timeout:
+                    raise E2EError(
+                        f"{what}: another run still holds {RUN_LOCK} after {timeout:.0f}s; "
+                        "wait for it to finish, or stop it (its pid is in the file)"
+                    ) from None
+                if now >= next_report:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "unknown"
+                    progress(f"{what}: waiting for another run to finish ({holder}; lock {RUN_LOCK})")
+                    next_report = now + 30
+                time.sleep(1)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}: {what}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def pinned_ssh_opts(known_hosts_file: Path) -> list[str]:

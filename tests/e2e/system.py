@@ -1,8 +1,13 @@
-"""The deployed system under test: both test stacks on the real engine, and Kopia as the oracle.
+"""The deployed system under test: both test stacks on real Docker, sshd, Kopia and OpenList.
 
 `System.deploy()` does what an operator does on first deploy: `pulumi up` the
 vps stack (OpenList + Kopia), the README's OpenList first-deploy steps (admin
 login, a storage, the S3 keys, a restart), then `pulumi up` the sakamoto stack.
+
+Each stack is applied by one of two tiers, named in the output:
+- `engine`: the real Pulumi CLI through the Automation API (tests/e2e/engine.py);
+- `adapter`: the program under mocks, its resources applied by tests/e2e/adapter.py,
+  where the engine's provider plugins are not installed.
 """
 
 from __future__ import annotations
@@ -15,16 +20,17 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e import infra
+from tests.e2e import engine, infra
 from tests.e2e.adapter import Deployment
 from tests.e2e.s3 import S3Client
-from tests.harness import ProgramRun, run_program, stack_config
+from tests.harness import stack_config
 
 BASE = Path("/var/tmp/homelab-e2e")  # the test stacks' host paths live here
 OPENLIST = "hle2e-openlist"
@@ -111,11 +117,16 @@ class Kopia(infra.KopiaCli):
 class System:
     ssh_host: Any  # infra.SshHost
     kopia_binary: Path
+    #: "engine" (the real Pulumi CLI; needs `engine_cli` and `ssh_auth_sock`) or "adapter"
+    tier: str = "adapter"
+    engine_cli: Path | None = None
+    ssh_auth_sock: str = ""
     admin: Any = None  # infra.OpenListAdmin, after deploy
     secrets: dict[str, str] = field(default_factory=dict)
-    deployments: dict[str, Deployment] = field(default_factory=dict)
-    runs: dict[str, ProgramRun] = field(default_factory=dict)
+    deployments: dict[str, Any] = field(default_factory=dict)  # Deployment or engine.EngineDeployment
     oracle: Kopia | None = None
+    _lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    _workdir: Path | None = None
 
     def __post_init__(self) -> None:
         self.secrets = {
@@ -128,8 +139,35 @@ class System:
             "s3Endpoint": f"http://{OPENLIST}:5246",
         }
         self.openlist_admin_password = "ol-" + secrets.token_urlsafe(12)
+        if self.tier == "engine":
+            assert self.engine_cli is not None and self.ssh_auth_sock, "the engine tier needs the CLI and an agent"
+            self._workdir = Path(tempfile.mkdtemp(prefix=f"{infra.NAME_PREFIX}engine-"))
         for stack in ("vps", "sakamoto"):
-            self.deployments[stack] = Deployment(f"e2e-{stack}", self.ssh_host)
+            if self.tier == "engine":
+                assert self._workdir is not None and self.engine_cli is not None
+                self.deployments[stack] = engine.EngineDeployment(
+                    f"e2e-{stack}",
+                    self.ssh_host,
+                    cli_root=self.engine_cli,
+                    workspace_dir=self._workdir / "workspace",
+                    backend_dir=self._make_backend_dir(),
+                    ssh_auth_sock=self.ssh_auth_sock,
+                )
+            else:
+                self.deployments[stack] = Deployment(f"e2e-{stack}", self.ssh_host)
+        say(f"tier: {self.tier} ({self.tier_description})")
+
+    @property
+    def tier_description(self) -> str:
+        if self.tier == "engine":
+            return f"the real Pulumi CLI {infra.PULUMI_VERSION} through the Automation API"
+        return "the program under mocks, applied by tests/e2e/adapter.py"
+
+    def _make_backend_dir(self) -> Path:
+        assert self._workdir is not None
+        backend = self._workdir / "state"
+        backend.mkdir(exist_ok=True)
+        return backend
 
     @property
     def secret_values(self) -> list[str]:
@@ -150,17 +188,12 @@ class System:
         }
         return {"homelab-backup:host": {**host, "ssh": ssh}, **extra}
 
-    def up(self, stack: str, secrets_override: dict[str, str] | None = None, **extra: Any) -> ProgramRun:
+    def up(self, stack: str, secrets_override: dict[str, str] | None = None, **extra: Any) -> None:
         started = time.monotonic()
-        run = run_program(
-            f"e2e-{stack}",
-            overrides=self.overrides(stack, **extra),
-            secrets={**self.secrets, **(secrets_override or {})},
-        )
-        self.deployments[stack].apply(run)
-        self.runs[stack] = run
-        say(f"pulumi up e2e-{stack}: {time.monotonic() - started:.1f}s ({', '.join(self.deployments[stack].log[-4:])})")
-        return run
+        deployment = self.deployments[stack]
+        deployment.up(self.overrides(stack, **extra), {**self.secrets, **(secrets_override or {})})
+        took = time.monotonic() - started
+        say(f"pulumi up e2e-{stack} [{self.tier}]: {took:.1f}s ({', '.join(deployment.log[-4:])})")
 
     def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.deployments["vps"].docker(*args, check=check)
@@ -188,6 +221,8 @@ class System:
     # ------------------------------------------------------------ first deploy
 
     def prepare_host(self) -> None:
+        """Fresh host dirs under BASE; holds the machine-wide run lock until `destroy()`."""
+        self._lock.enter_context(infra.exclusive_run(f"e2e stacks under {BASE}"))
         if BASE.exists():
             shutil.rmtree(BASE)
         for stack in ("vps", "sakamoto"):
@@ -253,20 +288,53 @@ class System:
             self.destroy_stacks()
         finally:
             subprocess.run(["rm", "-rf", str(BASE)], check=False)
+            if self._workdir is not None:
+                shutil.rmtree(self._workdir, ignore_errors=True)
+            self._lock.close()
+
+
+@dataclass(frozen=True)
+class RealParts:
+    images: Any  # infra.E2EImages
+    ssh_host: Any  # infra.SshHost
+    ssh_auth_sock: str
+    tier: str
+    engine_cli: Path | None
+
+    def system(self) -> System:
+        return System(
+            ssh_host=self.ssh_host,
+            kopia_binary=Path(self.images.kopia_binary),
+            tier=self.tier,
+            engine_cli=self.engine_cli,
+            ssh_auth_sock=self.ssh_auth_sock,
+        )
+
+
+def choose_tier(cache: Path) -> tuple[str, Path | None]:
+    """The engine where its plugins are installed (building the CLI if needed), else the adapter."""
+    reason = engine.unavailable_reason()
+    if reason is None:
+        return "engine", engine.ensure_cli(cache)
+    if engine.engine_mode() == "require":
+        raise infra.E2EError(f"{engine.ENGINE_ENV}=require, but the engine tier cannot run: {reason}")
+    say(f"engine tier skipped: {reason}; using the adapter tier")
+    return "adapter", None
 
 
 @contextlib.contextmanager
-def real_parts() -> Iterator[tuple[Any, Any]]:
-    """Docker engine, images and sshd, outside pytest (the demo and the benchmark): (images, ssh_host)."""
-    from tests.e2e import infra
-
+def real_parts() -> Iterator[RealParts]:
+    """Docker engine, images, sshd, the operator's ssh-agent and the tier, outside pytest (demo, benchmark)."""
     infra.check_prerequisites()
     cache = infra.cache_dir()
-    engine = infra.ensure_docker_engine(cache)
+    docker_engine = infra.ensure_docker_engine(cache)
     sshd = infra.SshServer()
     try:
         images = infra.ensure_images(cache, infra.ensure_kopia_binary(cache), infra.ensure_openlist_binary(cache))
-        yield images, sshd.start()
+        tier, cli = choose_tier(cache)
+        ssh_host = sshd.start()
+        with infra.operator_agent(ssh_host) as sock:
+            yield RealParts(images, ssh_host, sock, tier, cli)
     finally:
         sshd.stop()
-        engine.stop()
+        docker_engine.stop()

@@ -43,8 +43,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def system(docker_engine, images, ssh_host, request) -> System:
-    system = System(ssh_host=ssh_host, kopia_binary=Path(images.kopia_binary))
+def system(docker_engine, images, ssh_host, operator_agent, deploy_tier, request) -> System:
+    tier, cli = deploy_tier
+    system = System(
+        ssh_host=ssh_host,
+        kopia_binary=Path(images.kopia_binary),
+        tier=tier,
+        engine_cli=cli,
+        ssh_auth_sock=operator_agent,
+    )
     request.addfinalizer(system.destroy)
     started = time.monotonic()
     system.deploy(infra.OpenListAdmin)
@@ -121,7 +128,7 @@ def test_server_requires_credentials_and_serves_the_declared_certificate(system:
     address = ADDRESS[stack]
     base = f"https://{address}:51515"
     context = self_signed_context()  # trust is the pinned fingerprint, checked below
-    run = system.runs[stack]
+    outputs = system.deployments[stack].outputs
 
     def status(path: str, user: str | None = None, password: str | None = None) -> int:
         headers = {}
@@ -146,7 +153,7 @@ def test_server_requires_credentials_and_serves_the_declared_certificate(system:
     assert status("/api/v1/control/sources", render.SERVER_CONTROL_USER, control_password) == 200
 
     served = ssl.get_server_certificate((address, 51515))
-    assert render.pem_sha256_fingerprint(served) == run.outputs["kopia_tls_fingerprint"]
+    assert render.pem_sha256_fingerprint(served) == outputs["kopia_tls_fingerprint"]
 
 
 # ---------------------------------------------------------------- 7. restore
@@ -210,14 +217,12 @@ def test_container_env_is_documented_in_the_readme(system: System):
         names = {e.split("=", 1)[0] for e in config["Env"]}
         image = json.loads(system.docker("image", "inspect", config["Image"]).stdout)[0]
         image_defaults = {e.split("=", 1)[0] for e in image["Config"]["Env"]}  # the image's, not ours
-        declared = {e.split("=", 1)[0] for r in system.runs.values() for c in _containers(r) for e in c}
+        declared = {
+            e.split("=", 1)[0] for d in system.deployments.values() for c in d.declared_containers for e in c["envs"]
+        }
         assert names - image_defaults <= declared
         for name in declared & names:
             assert f"`{name}`" in readme, f"container env {name} of {container} is not listed in README.md"
-
-
-def _containers(run) -> list[list[str]]:
-    return [c.inputs.get("envs", []) for c in run.by_type("docker:index/container:Container")]
 
 
 # ---------------------------------------------------------------- 9. OpenList's S3 quirks, checked

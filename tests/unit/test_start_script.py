@@ -25,7 +25,8 @@ case "$1 $2" in
     empty|empty-folder-marker|created-by-the-owner-later)
         # The owner (another host) creates the repository once this host has asked FAKE_CREATED_AFTER times.
         echo x >> "$FAKE_STATE/connects"
-        if [ "$(wc -l < "$FAKE_STATE/connects")" -gt "${FAKE_CREATED_AFTER:-999}" ]; then touch "$FAKE_STATE/created"; fi
+        asked=$(wc -l < "$FAKE_STATE/connects")
+        if [ "$asked" -gt "${FAKE_CREATED_AFTER:-999}" ]; then touch "$FAKE_STATE/created"; fi
         if [ -e "$FAKE_STATE/created" ]; then echo "Connected to repository."; exit 0; fi
         echo "error connecting to repository: repository not initialized in the provided storage" >&2; exit 1 ;;
     wrong-password)
