@@ -48,7 +48,8 @@ _SAFE_PATH = re.compile(r"^/[A-Za-z0-9/._+@-]*$")
 _IMAGE_DIGEST = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
 _PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-# What OpenList lists for an empty folder, whatever prefix was asked for (FACTS.md).
+# What OpenList lists for an empty folder, whatever prefix was asked for
+# (docs/upstream-behaviour.md#an-empty-folder-lists-thisisanemptyfolderinthes3bucket).
 OPENLIST_EMPTY_FOLDER_MARKER = "ThisIsAnEmptyFolderInTheS3Bucket"
 
 # Kopia 0.22.3's compressor names (`kopia benchmark compression` lists them).

@@ -16,7 +16,7 @@ serves every resource:
   it: it holds data.
 
 pulumi-command's `Command` cannot do this: it has no read, so refresh never sees
-a file that changed on the host (docs/upstream-behaviour.md, "pulumi-command").
+a file that changed on the host (docs/upstream-behaviour.md#command-has-no-read).
 """
 
 from __future__ import annotations

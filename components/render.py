@@ -108,7 +108,7 @@ def render_repository_config(storage: Mapping) -> str:
     """repository.config for `kopia repository connect from-config --file`.
 
     Only `storage` is read by from-config (cli/command_repository_connect_from_config.go);
-    cache settings are connect flags, so the design's `caching` block is not rendered.
+    cache settings are connect flags, so no `caching` block is rendered.
     """
     return json.dumps({"storage": storage}, indent=2, sort_keys=True) + "\n"
 
@@ -263,7 +263,7 @@ echo healthy
 
 
 def homepage_labels(group: str | None, name: str, icon: str, description: str) -> dict[str, str]:
-    """The design's labels for the homepage dashboard; none when the host sets no homepageGroup."""
+    """Labels for the homepage dashboard; none when the host sets no homepageGroup."""
     if group is None:
         return {}
     return {

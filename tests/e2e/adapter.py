@@ -50,8 +50,10 @@ DYNAMIC_PROVIDERS = {
     "pulumi-python:dynamic/homelab:RemoteFile": RemoteFileProvider,
     "pulumi-python:dynamic/homelab:OwnedDirectory": OwnedDirectoryProvider,
 }
+#: Made by the mocks themselves (tests/harness.py generates the key and certificate, as the TLS provider would).
+MADE_BY_THE_MOCKS = {"tls:index/privateKey:PrivateKey", "tls:index/selfSignedCert:SelfSignedCert"}
 #: What the adapter translates; anything else the program declares is refused.
-TRANSLATED = {CONTAINER, IMAGE, NETWORK, DOCKER_PROVIDER, *DYNAMIC_PROVIDERS}
+TRANSLATED = {CONTAINER, IMAGE, NETWORK, DOCKER_PROVIDER, *DYNAMIC_PROVIDERS, *MADE_BY_THE_MOCKS}
 
 
 def _spec_hash(value: Any) -> str:

@@ -195,7 +195,9 @@ class EngineDeployment:
         self._use_docker_provider()
         return result
 
-    def preview(self, **kwargs: Any) -> Any:
+    def preview(self, overrides: dict[str, Any], secrets: dict[str, str], **kwargs: Any) -> Any:
+        """`pulumi preview` of the stack with these config values (they stay set, as after `config set`)."""
+        self.set_config(overrides, secrets)
         return self._run("preview", self.workspace_stack().preview, **kwargs)
 
     def refresh(self, **kwargs: Any) -> Any:

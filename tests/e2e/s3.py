@@ -1,7 +1,7 @@
 """A tiny AWS SigV4 S3 client (stdlib only), to look at OpenList's S3 answers directly.
 
 Kopia is the oracle for backups; this exists only to check the OpenList quirks
-FACTS.md lists (ETag, listing of empty folders, modification times) on the wire.
+docs/upstream-behaviour.md lists (ETag, listing of empty folders, modification times) on the wire.
 """
 
 from __future__ import annotations

@@ -125,6 +125,9 @@ class System:
     secrets: dict[str, str] = field(default_factory=dict)
     deployments: dict[str, Any] = field(default_factory=dict)  # Deployment or engine.EngineDeployment
     oracle: Kopia | None = None
+    #: engine tier: what `pulumi refresh --preview-only --expect-no-changes` said on e2e-vps while its Kopia
+    #: waited for sakamoto to create the repository ("" = no drift; else the error)
+    drift_while_waiting: str | None = None
     _lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _workdir: Path | None = None
 
@@ -237,6 +240,8 @@ class System:
         self.prepare_host()
         self.up("vps")
         self.first_deploy_openlist(openlist_admin_cls)
+        if self.tier == "engine":
+            self.observe_drift_while_vps_waits()
         self.up("sakamoto")
         workdir = BASE / "oracle"
         workdir.mkdir()
@@ -247,6 +252,19 @@ class System:
             self.secrets["s3AccessKeyId"],
             self.secrets["s3SecretAccessKey"],
         )
+
+    def observe_drift_while_vps_waits(self) -> None:
+        """Before sakamoto exists, vps's Kopia waits for the repository; refresh must see no drift then."""
+
+        def waiting() -> bool:
+            return "waiting for that host" in self.logs(KOPIA["vps"]).split("kopia-start: connecting")[-1]
+
+        wait_for("e2e-vps's Kopia to wait for the repository", waiting, 180, interval=3)
+        try:
+            self.deployments["vps"].preview_refresh(expect_no_changes=True)
+            self.drift_while_waiting = ""
+        except infra.E2EError as error:
+            self.drift_while_waiting = str(error)
 
     def first_deploy_openlist(self, openlist_admin_cls: Any) -> None:
         """README "First deploy", step 2, through OpenList's admin API instead of its web UI."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from components import render
-from tests.e2e import infra
+from tests.e2e import engine, infra
 from tests.e2e.system import (
     ADDRESS,
     ALL_SOURCES,
@@ -322,6 +322,99 @@ def _policy(system: System) -> dict:
     from tests.harness import stack_config
 
     return stack_config("e2e-vps")["homelab-backup:policy"]
+
+
+# ---------------------------------------------------------------- 10. the engine: drift, repair, state
+# These run only on the engine tier: the adapter has no state, refresh or preview to test.
+
+
+def engine_of(system: System, stack: str) -> engine.EngineDeployment:
+    if system.tier != "engine":
+        pytest.skip(f"engine tier only (this run: {system.tier}; {engine.unavailable_reason()})")
+    return system.deployments[stack]
+
+
+def config_file(stack: str, name: str) -> Path:
+    return BASE / stack / "config" / name
+
+
+def test_engine_refresh_sees_no_drift_after_a_clean_deploy_nor_while_a_host_waits(system: System):
+    engine_of(system, "vps")
+    assert system.drift_while_waiting == "", (
+        f"drift while e2e-vps waited for the repository: {system.drift_while_waiting}"
+    )
+    for stack in ("vps", "sakamoto"):
+        system.wait_healthy(KOPIA[stack])
+        # `pulumi refresh --preview-only --expect-no-changes`: non-zero (an exception here) on any drift.
+        system.deployments[stack].preview_refresh(expect_no_changes=True)
+
+
+def test_engine_config_file_deleted_or_edited_on_the_host_is_seen_and_repaired_by_up(system: System):
+    deployment = engine_of(system, "vps")
+    policy, cert = config_file("vps", render.POLICY_JSON), config_file("vps", render.TLS_CERT)
+    expected = {policy: policy.read_bytes(), cert: cert.read_bytes()}
+    container_before = system.inspect(KOPIA["vps"])["Id"]
+    cert.unlink()
+    policy.write_text(policy.read_text().replace('"keepDaily": 7', '"keepDaily": 1'))
+    with pytest.raises(infra.E2EError) as drift:
+        deployment.preview_refresh(expect_no_changes=True)
+    assert "kopia-config-tls-crt" in str(drift.value) and "kopia-config-policy-json" in str(drift.value)
+    # The README's drift procedure: `pulumi up` (Pulumi.yaml sets `refresh: always`).
+    system.up("vps")
+    for path, content in expected.items():
+        assert path.read_bytes() == content, f"{path} not repaired"
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert system.inspect(KOPIA["vps"])["Id"] == container_before, "same files again: no restart needed"
+    deployment.preview_refresh(expect_no_changes=True)
+
+
+def test_engine_replacing_a_file_resource_keeps_the_file(system: System):
+    deployment = engine_of(system, "sakamoto")
+    path = config_file("sakamoto", render.SECRETS_ENV)
+    content = path.read_bytes()
+    urn = deployment.urn("homelab:RemoteFile", "kopia-config-secrets-env")
+    result = deployment.up(system.overrides("sakamoto"), system.secrets, replace=[urn])
+    assert result.summary.resource_changes.get("replace") == 1, result.summary.resource_changes
+    assert path.read_bytes() == content, "the replacement left the file missing or changed"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    deployment.preview_refresh(expect_no_changes=True)
+
+
+@pytest.mark.parametrize("how", ["removed", "stopped"])
+def test_engine_container_removed_or_stopped_by_hand_is_seen_and_restored_by_up(system: System, how: str):
+    deployment = engine_of(system, "sakamoto")
+    container = KOPIA["sakamoto"]
+    system.docker("rm" if how == "removed" else "stop", *(["-f"] if how == "removed" else []), container)
+    with pytest.raises(infra.E2EError) as drift:
+        deployment.preview_refresh(expect_no_changes=True)
+    assert "kopia-container" in str(drift.value)
+    system.up("sakamoto")  # the README's drift procedure, as written
+    system.wait_healthy(container)
+    deployment.preview_refresh(expect_no_changes=True)
+
+
+def test_engine_policy_change_preview_shows_which_values_and_labels_change(system: System):
+    deployment = engine_of(system, "vps")
+    policy = {**_policy(system), "retention": {"keepHourly": 6, "keepDaily": 7}}
+    overrides = system.overrides("vps", **{"homelab-backup:policy": policy})
+    try:
+        preview = deployment.preview(overrides, system.secrets, diff=True)
+    finally:
+        deployment.set_config(system.overrides("vps"), system.secrets)  # as it was: the next test's baseline
+    text = preview.stdout
+    assert '"keepHourly": 24' in text and '"keepHourly": 6' in text, "policy.json's change is shown in plain"
+    assert "homelab-backup.config-sha256" in text, "the changed label is named"
+    assert "homepage.group" in text and '"VPS"' in text, "labels are not hidden behind one [secret]"
+    for secret in system.secret_values:
+        assert secret not in text
+
+
+def test_engine_state_holds_no_secret_in_plain_text(system: System):
+    for stack in ("vps", "sakamoto"):
+        state = engine_of(system, stack).export_state()
+        for secret in system.secret_values:
+            assert secret not in state, f"a secret of e2e-{stack} is in plain text in the state"
+        assert '"ciphertext"' in state, "secrets are kept, encrypted"
 
 
 # ---------------------------------------------------------------- 3. wrong repository password

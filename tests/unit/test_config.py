@@ -261,8 +261,8 @@ def test_policy_without_sources():
 # ---------------------------------------------------------------- scheduled <-> mounted
 
 
-def test_design_data_vs_backup_data_bug_is_reported_both_ways():
-    """The design mounted the data dir at /data while the policy scheduled /backup/data."""
+def test_mounted_path_that_is_not_the_scheduled_path_is_reported_both_ways():
+    """A data dir mounted at /data while the policy schedules /backup/data: the source would not exist."""
     values = mutated(VPS, setter("kopia.sources.0.path", "/data"))
     problems = dict(problems_of(values))
     assert len(problems) == 2, problems

@@ -140,7 +140,7 @@ def test_vps_kopia_container(vps):
         "/app/cache": ("/opt/kopia/cache", False),
         "/app/logs": ("/opt/kopia/logs", False),
         "/app/state": ("/opt/kopia/state", False),
-        # The design mounted this at /data while the policy names /backup/data.
+        # Mounted where the policy looks: /data would leave the scheduled source missing.
         "/backup/data": ("/opt/data", True),
     }
     env = env_of(container)

@@ -351,7 +351,7 @@ def test_start_script_rejects_values_that_are_not_shell_safe(change):
 # ---------------------------------------------------------------- homepage labels
 
 
-def test_homepage_labels_are_the_designs_four_labels():
+def test_homepage_labels_are_the_four_dashboard_labels():
     assert render.homepage_labels("VPS", "kopia", "kopia.svg", "备份服务") == {
         "homepage.group": "VPS",
         "homepage.name": "kopia",

@@ -2,7 +2,8 @@
 
 The fake records its arguments (and which secrets reached it through the
 environment) and answers with Kopia 0.22.3's real exit codes and messages, as
-printed by the real binary (see FACTS.md and cli/command_repository_*.go).
+printed by the real binary (cli/command_repository_*.go; see
+docs/upstream-behaviour.md#not-initialized-and-existing-data-messages).
 """
 
 from __future__ import annotations
