@@ -153,6 +153,8 @@ def missing_prerequisites() -> list[str]:
         missing.append("ssh and ssh-keygen: apt-get install openssh-client")
     if busybox_path() is None:
         missing.append("a static /bin/busybox for the images: apt-get install busybox-static")
+    if not shutil.which("debootstrap") and not Path("/usr/sbin/debootstrap").is_file():
+        missing.append("debootstrap (the Kopia image's Debian root): apt-get install debootstrap")
     if not shutil.which("useradd"):
         missing.append("useradd: apt-get install passwd")
     return missing
@@ -631,11 +633,13 @@ def image_label(tag: str, label: str = VERSION_LABEL) -> str | None:
     return labels.get(label)
 
 
-def image_version_label(version: str, image_dir: Path, binary: Path) -> str:
-    """`<version>+<digest>`: changes when the binary, busybox or a file of the image recipe changes."""
+def image_version_label(version: str, image_dir: Path, binary: Path, base: str | None = None) -> str:
+    """`<version>+<digest>`: changes when the binary, the base (or busybox) or a file of the recipe changes."""
     h = hashlib.sha256(file_sha256(binary).encode())
     busybox = busybox_path()
-    if busybox is not None:
+    if base is not None:
+        h.update(base.encode())
+    elif busybox is not None:
         h.update(file_sha256(busybox).encode())
     for name in ("Dockerfile", "entrypoint.sh"):
         if (image_dir / name).is_file():
@@ -643,20 +647,22 @@ def image_version_label(version: str, image_dir: Path, binary: Path) -> str:
     return f"{version}+{h.hexdigest()[:16]}"
 
 
-def _image_context(context: Path, binary: Path, binary_name: str, image_dir: Path) -> None:
+def _image_context(context: Path, binary: Path, binary_name: str, image_dir: Path, base: str | None) -> None:
+    shutil.copy2(image_dir / "Dockerfile", context / "Dockerfile")
+    try:  # hard link: the binaries are ~100 MB
+        os.link(binary, context / binary_name)
+    except OSError:
+        shutil.copy2(binary, context / binary_name)
+    if base is not None:
+        return  # the base image has the userland, certificates and tzdata
     busybox = busybox_path()
     if busybox is None:
         require_or_skip("a static /bin/busybox for the images: apt-get install busybox-static")
-    shutil.copy2(image_dir / "Dockerfile", context / "Dockerfile")
     if (image_dir / "entrypoint.sh").is_file():
         shutil.copy2(image_dir / "entrypoint.sh", context / "entrypoint.sh")
         (context / "entrypoint.sh").chmod(0o755)
     shutil.copy2(busybox, context / "busybox")
     (context / "busybox").chmod(0o755)
-    try:  # hard link: the binaries are ~100 MB
-        os.link(binary, context / binary_name)
-    except OSError:
-        shutil.copy2(binary, context / binary_name)
     certs = Path("/etc/ssl/certs/ca-certificates.crt")
     (context / "ca-certificates.crt").write_bytes(certs.read_bytes() if certs.is_file() else b"")
     zoneinfo = Path("/usr/share/zoneinfo")
@@ -666,23 +672,75 @@ def _image_context(context: Path, binary: Path, binary_name: str, image_dir: Pat
         (context / "zoneinfo").mkdir()
 
 
-def build_image(tag: str, image_dir: Path, binary: Path, binary_name: str, label: str, cache: Path) -> None:
+def build_image(
+    tag: str, image_dir: Path, binary: Path, binary_name: str, label: str, cache: Path, base: str | None
+) -> None:
     """`docker build` (legacy builder: no buildx needed) from a temp context holding only what the image needs."""
     with tempfile.TemporaryDirectory(prefix=f"{NAME_PREFIX}ctx-", dir=cache) as tmp:
         context = Path(tmp)
-        _image_context(context, binary, binary_name, image_dir)
+        _image_context(context, binary, binary_name, image_dir, base)
         env = dict(os.environ, DOCKER_BUILDKIT="0")
+        build_args = ["--build-arg", f"BASE={base}"] if base else []
         run(
-            ["docker", "build", "--label", f"{VERSION_LABEL}={label}", "-t", tag, str(context)],
+            ["docker", "build", *build_args, "--label", f"{VERSION_LABEL}={label}", "-t", tag, str(context)],
             env=env,
             timeout=900,
         )
 
 
-def ensure_image(tag: str, image_dir: Path, binary: Path, binary_name: str, version: str, cache: Path) -> str:
+#: The Debian root file system under the Kopia image: dash, coreutils, mawk and curl, as upstream's image has.
+DEBIAN_SUITE = "bookworm"
+DEBIAN_PACKAGES = ("ca-certificates", "curl", "tzdata")
+DEBIAN_MIRROR_ENV = "HOMELAB_E2E_DEBIAN_MIRROR"
+
+
+def ensure_debian_base(cache: Path) -> str:
+    """A local image `hle2e-debian-base:<suite>-<digest>` made by debootstrap (minbase) and `docker import`."""
+    recipe = hashlib.sha256(json.dumps([DEBIAN_SUITE, DEBIAN_PACKAGES, "minbase"]).encode()).hexdigest()[:12]
+    tag = f"{NAME_PREFIX}debian-base:{DEBIAN_SUITE}-{recipe}"
+    started = time.monotonic()
+    with cache_lock(cache, "debian-base"):
+        if docker("image", "inspect", tag, check=False).returncode == 0:
+            progress(f"image {tag} (cached): {time.monotonic() - started:.1f}s")
+            return tag
+        debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
+        if not Path(debootstrap).is_file():
+            require_or_skip("debootstrap (the Kopia test image's Debian root): apt-get install debootstrap")
+        mirror = os.environ.get(DEBIAN_MIRROR_ENV) or "http://deb.debian.org/debian"
+        with (
+            timed(f"build image {tag} (debootstrap {DEBIAN_SUITE} from {mirror})", announce=True),
+            tempfile.TemporaryDirectory(prefix=f"{NAME_PREFIX}rootfs-", dir=cache) as tmp,
+        ):
+            root = Path(tmp) / "root"
+            log_path = cache / "logs" / "debootstrap.log"
+            include = f"--include={','.join(DEBIAN_PACKAGES)}"
+            command = [debootstrap, "--variant=minbase", include, DEBIAN_SUITE, str(root), mirror]
+            _run_long(command, cwd=Path(tmp), env=os.environ, log_path=log_path, what="debootstrap")
+            for cached in (root / "var/cache/apt/archives").glob("*.deb"):
+                cached.unlink()
+            tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+            assert tar.stdout is not None
+            path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+            imported = subprocess.run(
+                ["docker", "import", "--change", f"ENV PATH={path}", "-", tag],
+                stdin=tar.stdout,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=600,
+            )
+            tar.stdout.close()
+            if tar.wait() != 0 or imported.returncode != 0:
+                raise E2EError(f"docker import of the Debian root failed: {imported.stderr.strip()}")
+    return tag
+
+
+def ensure_image(
+    tag: str, image_dir: Path, binary: Path, binary_name: str, version: str, cache: Path, base: str | None = None
+) -> str:
     """Build `tag` unless a local image with the same version label exists; returns `tag`."""
     started = time.monotonic()
-    label = image_version_label(version, image_dir, binary)
+    label = image_version_label(version, image_dir, binary, base)
     with cache_lock(cache, "images"):
         current = image_label(tag)
         if current == label:
@@ -691,7 +749,7 @@ def ensure_image(tag: str, image_dir: Path, binary: Path, binary_name: str, vers
         reason = "missing" if current is None else f"label {current} != {label}"
         old_id = docker("image", "inspect", "--format", "{{.Id}}", tag, check=False).stdout.strip()
         with timed(f"build image {tag} ({reason})", announce=True):
-            build_image(tag, image_dir, binary, binary_name, label, cache)
+            build_image(tag, image_dir, binary, binary_name, label, cache, base)
         if old_id:  # the stale image is now untagged: drop it unless a container still uses it
             docker("image", "rm", old_id, check=False)
     return tag
@@ -700,7 +758,9 @@ def ensure_image(tag: str, image_dir: Path, binary: Path, binary_name: str, vers
 def ensure_images(cache: Path, kopia_binary: Path, openlist_binary: Path) -> E2EImages:
     """Both pinned images, built locally when missing or stale."""
     return E2EImages(
-        kopia=ensure_image(KOPIA_IMAGE, IMAGES_DIR / "kopia", kopia_binary, "kopia", KOPIA_VERSION, cache),
+        kopia=ensure_image(
+            KOPIA_IMAGE, IMAGES_DIR / "kopia", kopia_binary, "kopia", KOPIA_VERSION, cache, ensure_debian_base(cache)
+        ),
         openlist=ensure_image(
             OPENLIST_IMAGE, IMAGES_DIR / "openlist", openlist_binary, "openlist", OPENLIST_VERSION, cache
         ),
