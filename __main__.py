@@ -71,6 +71,7 @@ kopia = KopiaNode(
             server_control_password=secrets.resolve(kopia_secrets.server_control_password),
             s3_access_key_id=secrets.resolve(s3.access_key_id),
             s3_secret_access_key=secrets.resolve(s3.secret_access_key),
+            heartbeat_url=secrets.resolve(heartbeat) if (heartbeat := config.kopia.health.heartbeat_url) else None,
         ),
         s3_endpoint=openlist.internal_s3_endpoint if openlist else secrets.resolve(s3.endpoint),
         network_name=network_name,

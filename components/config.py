@@ -433,12 +433,36 @@ class KopiaServer(_Model):
     tls_validity_days: int = Field(default=3650, alias="tlsValidityDays", ge=30)
 
 
+class KopiaHealth(_Model):
+    check_interval_seconds: int = Field(
+        default=60,
+        alias="checkIntervalSeconds",
+        ge=5,
+        le=3600,
+        description="how often Docker runs the health check (unhealthy after 3 failed checks in a row)",
+    )
+    heartbeat_url: SecretReference | None = Field(
+        default=None,
+        alias="heartbeatUrl",
+        description="secret reference to a dead man's switch URL (healthchecks.io style), pinged after every "
+        "healthy check; when pings stop, the monitoring service alerts",
+    )
+    margin_seconds: int = Field(
+        default=600,
+        alias="marginSeconds",
+        ge=0,
+        le=7 * 24 * 3600,
+        description="a source is unhealthy when its last snapshot is older than two intervals plus this margin",
+    )
+
+
 class Kopia(_Model):
     container_name: str = Field(default="kopia", alias="containerName", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
     sources: list[BackupSource] = Field(min_length=1)
     s3: S3
     secrets: KopiaSecrets
     server: KopiaServer = Field(default_factory=KopiaServer)
+    health: KopiaHealth = Field(default_factory=KopiaHealth)
 
 
 class OpenList(_Model):

@@ -27,6 +27,7 @@ class KopiaSecrets:
     server_control_password: pulumi.Output[str]
     s3_access_key_id: pulumi.Output[str]
     s3_secret_access_key: pulumi.Output[str]
+    heartbeat_url: pulumi.Output[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ def start_script_params(config: StackConfig) -> render.StartScriptParams:
         tls=not server.insecure,
         refresh_interval=server.refresh_interval,
         sources=tuple(str(s) for s in config.host_sources),
+        max_snapshot_age_seconds=2 * config.policy.interval_seconds + config.kopia.health.margin_seconds,
     )
 
 
@@ -79,6 +81,7 @@ class KopiaNode(pulumi.ComponentResource):
                 args.secrets.server_username,
                 args.secrets.server_password,
                 args.secrets.server_control_password,
+                args.secrets.heartbeat_url,
             ).apply(lambda v: render.render_secrets_env(render.kopia_secret_variables(*v)))
         )
 
@@ -120,11 +123,6 @@ class KopiaNode(pulumi.ComponentResource):
                 )
             )
         )
-        healthcheck = (
-            fingerprint.apply(lambda fp: render.render_healthcheck(params, fp))
-            if fingerprint is not None
-            else pulumi.Output.from_input(render.render_healthcheck(params, None))
-        )
 
         image = docker.RemoteImage(f"{name}-image", name=config.images.kopia, keep_locally=True, opts=child)
         data = host.kopia_dir
@@ -153,12 +151,12 @@ class KopiaNode(pulumi.ComponentResource):
             entrypoints=["/bin/sh", "-c", render.render_start_script(params), "kopia-start"],
             healthcheck=docker.ContainerHealthcheckArgs(
                 # CMD-SHELL: Docker runs it with /bin/sh -c, like `docker run --health-cmd`.
-                tests=healthcheck.apply(lambda script: ["CMD-SHELL", script]),
+                tests=["CMD-SHELL", render.render_healthcheck(params)],
                 # Go's duration form, as the Docker provider reads them back: "60s" would be
                 # refreshed as "1m0s" and show as drift on every `pulumi refresh`.
-                interval="1m0s",
-                timeout="20s",
-                start_period="2m0s",
+                interval=render.go_duration(config.kopia.health.check_interval_seconds),
+                timeout=render.go_duration(20),
+                start_period=render.go_duration(120),
                 retries=3,
             ),
             destroy_grace_seconds=60,  # let a running snapshot stop cleanly

@@ -148,16 +148,28 @@ def render_secrets_env(variables: Mapping[str, str]) -> str:
 
 
 def kopia_secret_variables(
-    repository_password: str, server_username: str, server_password: str, server_control_password: str
+    repository_password: str,
+    server_username: str,
+    server_password: str,
+    server_control_password: str,
+    heartbeat_url: str | None = None,
 ) -> dict[str, str]:
-    """Kopia's own env names (cli/command_server*.go): UI login, control API login, repository password."""
-    return {
+    """Kopia's own env names (cli/command_server*.go): UI login, control API login, repository password;
+    and the health check's heartbeat URL, when one is configured."""
+    variables = {
         "KOPIA_PASSWORD": repository_password,
         "KOPIA_SERVER_USERNAME": server_username,
         "KOPIA_SERVER_PASSWORD": server_password,
         "KOPIA_SERVER_CONTROL_USER": SERVER_CONTROL_USER,
         "KOPIA_SERVER_CONTROL_PASSWORD": server_control_password,
     }
+    if heartbeat_url is not None:
+        variables[HEARTBEAT_URL_VARIABLE] = heartbeat_url
+    return variables
+
+
+#: secrets.env variable the health check pings after every healthy check
+HEARTBEAT_URL_VARIABLE = "HOMELAB_HEARTBEAT_URL"
 
 
 SERVER_CONTROL_USER = "server-control"
@@ -181,6 +193,8 @@ class StartScriptParams:
     cache_dir: str = CACHE_DIR
     #: how long a host that may not create the repository waits between tries while there is none
     repository_wait_seconds: int = 30
+    #: the health check calls a source stale when its last snapshot is older than this
+    max_snapshot_age_seconds: int = 2 * 3600 + 600
 
     @property
     def identity(self) -> str:
@@ -235,28 +249,29 @@ def render_start_script(params: StartScriptParams) -> str:
     return re.sub(r"@[A-Z_]+@", lambda m: replacements[m.group(0)], START_SCRIPT_TEMPLATE.read_text())
 
 
-def render_healthcheck(params: StartScriptParams, cert_fingerprint: str | None) -> str:
-    """Health: the server answers the control API AND schedules every source of this host.
+HEALTHCHECK_TEMPLATE = Path(__file__).resolve().parent / "templates" / "kopia-health.sh"
 
-    Kopia's client reads the control login from KOPIA_SERVER_USERNAME/PASSWORD
-    (cli/command_server.go), so the check maps the control credentials onto them.
+
+def render_healthcheck(params: StartScriptParams) -> str:
+    """Health: every source of this host is backing up (the template's header says exactly what that means).
+
+    It asks the control API with the server-control login, over TLS trusting only this
+    server's own certificate (the one Pulumi wrote), and reads each source's status, last
+    snapshot and next snapshot time (docs/upstream-behaviour.md#a-failed-snapshots-source-returns-to-idle).
     """
-    scheme = "http" if cert_fingerprint is None else "https"
-    fingerprint = "" if cert_fingerprint is None else f" --server-cert-fingerprint={cert_fingerprint}"
-    return f""". {DEPLOY_DIR}/{SECRETS_ENV} || exit 1
-out=$(KOPIA_SERVER_USERNAME="$KOPIA_SERVER_CONTROL_USER" KOPIA_SERVER_PASSWORD="$KOPIA_SERVER_CONTROL_PASSWORD" \\
-    kopia server status --address={scheme}://127.0.0.1:{params.port}{fingerprint} 2>&1) ||
-    {{ echo "kopia server not answering: $out"; exit 1; }}
-for s in {" ".join(params.sources)}; do
-    state=$(printf '%s\\n' "$out" |
-        awk -v s="$s" '{{i = index($0, ": "); if (i && substr($0, i + 2) == s) print substr($0, 1, i - 1)}}')
-    case "$state" in
-    "") echo "not scheduled by the server: $s"; exit 1 ;;
-    PAUSED) echo "paused: $s"; exit 1 ;;
-    esac
-done
-echo healthy
-"""
+    scheme = "https" if params.tls else "http"
+    replacements = {
+        "@IDENTITY@": params.identity,
+        "@DEPLOY_DIR@": params.deploy_dir,
+        "@STATE_DIR@": params.state_dir,
+        "@SECRETS_ENV@": SECRETS_ENV,
+        "@SERVER_URL@": f"{scheme}://127.0.0.1:{params.port}",
+        "@CURL_TLS@": f"--cacert {params.deploy_dir}/{TLS_CERT}" if params.tls else "",
+        "@MAX_AGE_SECONDS@": str(params.max_snapshot_age_seconds),
+        "@SOURCES@": " ".join(params.sources),
+        "@HEARTBEAT_URL_VARIABLE@": HEARTBEAT_URL_VARIABLE,
+    }
+    return re.sub(r"@[A-Z_]+@", lambda m: replacements[m.group(0)], HEALTHCHECK_TEMPLATE.read_text())
 
 
 # ---------------------------------------------------------------- labels
@@ -272,6 +287,24 @@ def homepage_labels(group: str | None, name: str, icon: str, description: str) -
         "homepage.icon": icon,
         "homepage.description": description,
     }
+
+
+# ---------------------------------------------------------------- Docker durations
+
+
+def go_duration(seconds: int) -> str:
+    """A duration as the Docker provider reads it back (Go's time.Duration.String: 1m0s, 1h0m0s, 15s), so a
+    declared value equals the refreshed one and `pulumi refresh` shows no drift
+    (docs/upstream-behaviour.md#health-check-durations-read-back-as-1m0s)."""
+    if seconds < 0:
+        raise ValueError("a duration must not be negative")
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
 
 
 # ---------------------------------------------------------------- TLS and change detection

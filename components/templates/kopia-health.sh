@@ -4,7 +4,9 @@
 # not paused, has a next snapshot time, its last snapshot is complete and error-free, and that snapshot
 # is younger than @MAX_AGE_SECONDS@s (two intervals plus a margin). A source that is uploading counts
 # as healthy while it uploads. A snapshot that fails outright writes no manifest, so it shows as stale.
-# Prints one line per problem (Docker keeps them in `docker inspect`), or one "healthy" line.
+# Prints one line per problem (Docker keeps them in `docker inspect`), or one "healthy" line. A healthy
+# check then pings the heartbeat URL, if one is configured: when pings stop, the monitoring service alerts
+# (a dead host, a crash-looping container and stale sources alike, since then no check passes).
 . @DEPLOY_DIR@/@SECRETS_ENV@ || { echo "cannot read @SECRETS_ENV@"; exit 1; }
 
 # The control API, with the server-control login on stdin (never in the command line), pinned to this
@@ -17,7 +19,7 @@ if ! sources=$(printf 'Authorization: Basic %s\n' "$auth" |
 fi
 started=$(stat -c %Y @STATE_DIR@/repository-seen 2>/dev/null || echo 0)
 
-printf '%s\n' "$sources" | awk -v now="$(date +%s)" -v started="$started" -v max_age=@MAX_AGE_SECONDS@ \
+verdict=$(printf '%s\n' "$sources" | awk -v now="$(date +%s)" -v started="$started" -v max_age=@MAX_AGE_SECONDS@ \
     -v expected="@SOURCES@" '
 # Seconds since the epoch of an RFC 3339 time such as 2026-11-27T11:54:00.32Z or 2026-11-27T19:55:00+08:00.
 function epoch(t,    y, mo, d, h, mi, s, off, sign, era, yoe, doy, doe, days) {
@@ -42,7 +44,7 @@ function finish() {
     seen[name] = 1
     if (!(name in want)) { path = ""; return }
     if (status == "PAUSED") problem(name ": paused")
-    else if (status != "IDLE" && status != "PENDING" && status != "UPLOADING") problem(name ": not scheduled (" status ")")
+    else if (status != "IDLE" && status != "PENDING" && status != "UPLOADING") problem(name ": status " status)
     else if (status != "UPLOADING") {
         if (next_time == "") problem(name ": no next snapshot scheduled (Kopia retries only at the next refresh)")
         if (last_start == "") {
@@ -51,7 +53,7 @@ function finish() {
             age = now - epoch(last_start)
             if (age > max_age) problem(name ": last snapshot " age "s ago (more than " max_age "s)")
             if (errors + 0 > 0) problem(name ": last snapshot had " errors " errors")
-            if (incomplete == "true") problem(name ": last snapshot is incomplete")
+            if (incomplete != "") problem(name ": last snapshot is incomplete (" incomplete ")")
         }
     }
     path = ""
@@ -89,4 +91,16 @@ END {
     for (name in want) if (!(name in seen)) problem(name ": not scheduled by the server")
     if (!bad) print "healthy: " n " sources backing up"
     exit bad
-}'
+}')
+healthy=$?
+printf '%s\n' "$verdict"
+[ "$healthy" -eq 0 ] || exit 1
+
+if [ -n "${@HEARTBEAT_URL_VARIABLE@:-}" ]; then
+    # The URL holds its token: curl reads it from stdin (a config line), never from its command line.
+    url=$(printf '%s' "$@HEARTBEAT_URL_VARIABLE@" | sed 's/[\\"]/\\&/g')
+    if ! out=$(printf 'url = "%s"\n' "$url" | curl -fsS --max-time 10 -o /dev/null -K - 2>&1); then
+        echo "heartbeat ping failed (the backups are fine): $out"
+    fi
+fi
+exit 0

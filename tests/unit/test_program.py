@@ -384,7 +384,7 @@ def test_insecure_is_an_explicit_visible_opt_out_of_tls(key_vault):
     assert run.by_type("tls:index/selfSignedCert:SelfSignedCert") == []
     container = run.one(CONTAINER, "kopia-container")
     assert "--insecure" in container.inputs["entrypoints"][2]
-    assert "--address=http://127.0.0.1:51515" in container.inputs["healthcheck"]["tests"][1]
+    assert "http://127.0.0.1:51515/api/v1/control/sources" in container.inputs["healthcheck"]["tests"][1]
     assert run.outputs["kopia_server_url"] == "http://192.168.1.10:51515"
     assert run.outputs["kopia_tls_fingerprint"] is None
     files = {r.name for r in run.by_type(REMOTE_FILE)}

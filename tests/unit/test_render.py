@@ -362,3 +362,10 @@ def test_homepage_labels_are_the_four_dashboard_labels():
 
 def test_homepage_labels_are_absent_without_a_group():
     assert render.homepage_labels(None, "kopia", "kopia.svg", "备份服务") == {}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"), [(0, "0s"), (15, "15s"), (60, "1m0s"), (90, "1m30s"), (120, "2m0s"), (3600, "1h0m0s")]
+)
+def test_go_duration_is_how_the_docker_provider_reads_durations_back(seconds, expected):
+    assert render.go_duration(seconds) == expected

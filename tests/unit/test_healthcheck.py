@@ -1,0 +1,252 @@
+"""The health check's verdicts, run for real with `sh` against a fake `curl` answering like Kopia's control API.
+
+The fake prints a `/api/v1/control/sources` answer in Kopia's own layout (pretty-printed
+JSON, `serverapi.SourcesResponse`), records its arguments and the header it read on stdin.
+Each awk this machine has (the Debian image's mawk, busybox's) runs the same cases.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from components import render
+
+NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+SOURCES = ("shelken@sakamoto:/backup/minio", "shelken@sakamoto:/backup/compose")
+MAX_AGE = 2 * 3600 + 600
+HEARTBEAT = 'https://hc.example/ping/abc-token?x="q"\\'
+SECRETS = render.kopia_secret_variables("repo-pw", "ui-user", "ui-pw", "control-pw'\"$x", HEARTBEAT)
+
+FAKE_CURL = r"""#!/bin/sh
+case " $* " in *" -K - "*)  # the heartbeat ping: its URL comes as a config line on stdin
+    printf '%s\n' "$@" > "$FAKE_STATE/ping-argv"; cat >> "$FAKE_STATE/pings"
+    if [ -n "${FAKE_PING_FAILS:-}" ]; then echo "curl: (22) The requested URL returned error: 503" >&2; exit 22; fi
+    exit 0 ;;
+esac
+printf '%s\n' "$@" > "$FAKE_STATE/argv"
+cat > "$FAKE_STATE/stdin"
+if [ -n "${FAKE_CURL_FAILS:-}" ]; then echo "curl: (7) Failed to connect to 127.0.0.1 port 51515" >&2; exit 7; fi
+cat "$FAKE_STATE/answer.json"
+"""
+
+
+def iso(moment: datetime.datetime, offset_hours: int = 0) -> str:
+    """RFC 3339 as Kopia writes it: UTC with nanoseconds and Z, or local time with an offset."""
+    if offset_hours:
+        tz = datetime.timezone(datetime.timedelta(hours=offset_hours))
+        return moment.astimezone(tz).isoformat()
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.123456789Z")
+
+
+def source_status(source: str, status: str = "IDLE", **changes) -> dict:
+    user, rest = source.split("@", 1)
+    host, path = rest.split(":", 1)
+    info = {"host": host, "userName": user, "path": path}
+    last = {
+        "id": "k1",
+        "source": info,
+        "description": "",
+        "startTime": iso(changes.pop("last", NOW - datetime.timedelta(minutes=5))),
+        "endTime": iso(NOW),
+        "stats": {"totalSize": 10, "fileCount": 1, "dirCount": 1, "ignoredErrorCount": 0, "errorCount": 0},
+        "rootEntry": {"name": "x", "type": "d", "summ": {"size": 10, "files": 1, "dirs": 1, "numFailed": 0}},
+    }
+    if "errors" in changes:
+        last["stats"]["errorCount"] = changes.pop("errors")
+    if changes.pop("incomplete", False):
+        last["incomplete"] = "canceled"  # Kopia stores the reason; any value means incomplete
+    entry: dict = {"source": info, "status": status, "schedule": {"intervalSeconds": 3600, "runMissed": True}}
+    if not changes.pop("no_snapshot", False):
+        entry["lastSnapshot"] = last
+    if not changes.pop("no_next", False):
+        entry["nextSnapshotTime"] = iso(NOW + datetime.timedelta(minutes=55), offset_hours=8)
+    assert not changes, changes
+    return entry
+
+
+def answer(*entries: dict) -> str:
+    return json.dumps(
+        {"localUsername": "shelken", "localHost": "sakamoto", "multiUser": True, "sources": list(entries)}, indent=2
+    )
+
+
+def awk_variants() -> list[str]:
+    found = []
+    for name in ("mawk", "gawk", "busybox"):
+        if shutil.which(name):
+            found.append(name)
+    return found
+
+
+@pytest.fixture(params=awk_variants())
+def env_dirs(request, tmp_path: Path) -> dict[str, Path]:
+    dirs = {name: tmp_path / name for name in ("deploy", "state", "bin", "fake")}
+    for d in dirs.values():
+        d.mkdir()
+    (dirs["bin"] / "curl").write_text(FAKE_CURL)
+    (dirs["bin"] / "curl").chmod(0o755)
+    awk = dirs["bin"] / "awk"
+    if request.param == "busybox":
+        awk.write_text(f'#!/bin/sh\nexec {shutil.which("busybox")} awk "$@"\n')
+        awk.chmod(0o755)
+    else:
+        awk.symlink_to(shutil.which(request.param))
+    (dirs["deploy"] / render.SECRETS_ENV).write_text(render.render_secrets_env(SECRETS))
+    (dirs["deploy"] / render.TLS_CERT).write_text("cert\n")
+    seen = dirs["state"] / "repository-seen"
+    seen.write_text("x\n")
+    started = (NOW - datetime.timedelta(days=1)).timestamp()
+    os.utime(seen, (started, started))
+    return dirs
+
+
+def params_for(dirs: dict[str, Path], *, tls: bool = True) -> render.StartScriptParams:
+    return render.StartScriptParams(
+        hostname="sakamoto",
+        username="shelken",
+        maintenance_owner="shelken@sakamoto",
+        port=51515,
+        tls=tls,
+        refresh_interval="5m",
+        sources=SOURCES,
+        deploy_dir=str(dirs["deploy"]),
+        state_dir=str(dirs["state"]),
+        max_snapshot_age_seconds=MAX_AGE,
+    )
+
+
+def check(dirs: dict[str, Path], body: str, *, tls: bool = True, **env: str) -> subprocess.CompletedProcess:
+    (dirs["fake"] / "answer.json").write_text(body)
+    script = render.render_healthcheck(params_for(dirs, tls=tls))
+    environment = {"PATH": f"{dirs['bin']}:{os.environ['PATH']}", "FAKE_STATE": str(dirs["fake"]), **env}
+    # CMD-SHELL: Docker runs the check as `/bin/sh -c <script>`.
+    return subprocess.run(["sh", "-c", script], env=environment, capture_output=True, text=True, timeout=30)
+
+
+def test_every_source_fresh_and_scheduled_is_healthy(env_dirs):
+    result = check(env_dirs, answer(*[source_status(s) for s in SOURCES]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "healthy: 2 sources backing up"
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"last": NOW - datetime.timedelta(seconds=MAX_AGE + 60)}, "last snapshot"),
+        ({"errors": 3}, "last snapshot had 3 errors"),
+        ({"incomplete": True}, "last snapshot is incomplete"),
+        ({"no_next": True}, "no next snapshot scheduled"),
+    ],
+)
+def test_a_source_that_is_not_backing_up_makes_the_host_unhealthy(env_dirs, changes, expected):
+    bad = source_status(SOURCES[0], **changes)
+    result = check(env_dirs, answer(bad, source_status(SOURCES[1])))
+    assert result.returncode == 1
+    (line,) = result.stdout.splitlines()
+    assert line.startswith(f"{SOURCES[0]}: ") and expected in line
+
+
+def test_stale_is_measured_against_the_bound_not_the_interval(env_dirs):
+    just_inside = source_status(SOURCES[0], last=NOW - datetime.timedelta(seconds=MAX_AGE - 60))
+    result = check(env_dirs, answer(just_inside, source_status(SOURCES[1])))
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize(("status", "expected"), [("PAUSED", "paused"), ("FAILED", "status FAILED")])
+def test_paused_or_unknown_status_is_unhealthy(env_dirs, status, expected):
+    result = check(env_dirs, answer(source_status(SOURCES[0], status=status), source_status(SOURCES[1])))
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [f"{SOURCES[0]}: {expected}"]
+
+
+def test_a_source_the_server_does_not_list_is_unhealthy_and_other_hosts_do_not_count(env_dirs):
+    other_host = source_status("shelken@vps:/backup/data", status="REMOTE")
+    result = check(env_dirs, answer(source_status(SOURCES[1]), other_host))
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [f"{SOURCES[0]}: not scheduled by the server"]
+
+
+def test_uploading_counts_as_backing_up_even_with_an_old_last_snapshot(env_dirs):
+    first_upload = source_status(SOURCES[0], status="UPLOADING", last=NOW - datetime.timedelta(days=3))
+    result = check(env_dirs, answer(first_upload, source_status(SOURCES[1])))
+    assert result.returncode == 0, result.stdout
+
+
+def test_no_snapshot_yet_is_healthy_only_within_the_bound_after_the_server_started(env_dirs):
+    never = source_status(SOURCES[0], no_snapshot=True)
+    body = answer(never, source_status(SOURCES[1]))
+    result = check(env_dirs, body)
+    assert result.returncode == 1
+    (line,) = result.stdout.splitlines()
+    assert line.startswith(f"{SOURCES[0]}: no snapshot since the server started 864"), line  # a day ago
+    seen = env_dirs["state"] / "repository-seen"
+    just_started = (NOW - datetime.timedelta(minutes=2)).timestamp()
+    os.utime(seen, (just_started, just_started))
+    assert check(env_dirs, body).returncode == 0
+
+
+def test_server_not_answering_is_unhealthy_with_curls_message(env_dirs):
+    result = check(env_dirs, answer(), FAKE_CURL_FAILS="1")
+    assert result.returncode == 1
+    assert result.stdout.startswith("kopia server not answering: curl: (7)")
+
+
+def test_it_logs_in_as_server_control_on_stdin_and_trusts_only_its_own_certificate(env_dirs):
+    result = check(env_dirs, answer(*[source_status(s) for s in SOURCES]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    argv = (env_dirs["fake"] / "argv").read_text().splitlines()
+    assert "https://127.0.0.1:51515/api/v1/control/sources" in argv
+    assert argv[argv.index("--cacert") + 1] == f"{env_dirs['deploy']}/{render.TLS_CERT}"
+    assert not any("control-pw" in arg for arg in argv), "the password is never on a command line"
+    login = f"{render.SERVER_CONTROL_USER}:{SECRETS['KOPIA_SERVER_CONTROL_PASSWORD']}".encode()
+    header = (env_dirs["fake"] / "stdin").read_text().strip()
+    assert header == f"Authorization: Basic {base64.b64encode(login).decode()}"
+
+
+def test_insecure_server_is_asked_over_plain_http(env_dirs):
+    result = check(env_dirs, answer(*[source_status(s) for s in SOURCES]), tls=False)
+    assert result.returncode == 0, result.stdout
+    argv = (env_dirs["fake"] / "argv").read_text().splitlines()
+    assert "http://127.0.0.1:51515/api/v1/control/sources" in argv
+    assert "--cacert" not in argv
+
+
+def test_a_healthy_check_pings_the_heartbeat_with_the_url_on_stdin(env_dirs):
+    result = check(env_dirs, answer(*[source_status(s) for s in SOURCES]))
+    assert result.returncode == 0, result.stdout
+    # curl's config syntax: the value quoted, with `"` and `\` escaped
+    assert (env_dirs["fake"] / "pings").read_text() == 'url = "https://hc.example/ping/abc-token?x=\\"q\\"\\\\"\n'
+    assert not any("abc-token" in arg for arg in (env_dirs["fake"] / "ping-argv").read_text().splitlines())
+
+
+def test_an_unhealthy_check_does_not_ping(env_dirs):
+    result = check(env_dirs, answer(source_status(SOURCES[0], status="PAUSED"), source_status(SOURCES[1])))
+    assert result.returncode == 1
+    assert not (env_dirs["fake"] / "pings").exists()
+    result = check(env_dirs, answer(), FAKE_CURL_FAILS="1")
+    assert result.returncode == 1
+    assert not (env_dirs["fake"] / "pings").exists()
+
+
+def test_a_failed_ping_is_reported_but_the_backups_stay_healthy(env_dirs):
+    result = check(env_dirs, answer(*[source_status(s) for s in SOURCES]), FAKE_PING_FAILS="1")
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == [
+        "healthy: 2 sources backing up",
+        "heartbeat ping failed (the backups are fine): curl: (22) The requested URL returned error: 503",
+    ]
+
+
+def test_no_heartbeat_configured_no_ping(env_dirs):
+    variables = render.kopia_secret_variables("repo-pw", "ui-user", "ui-pw", "control-pw")
+    (env_dirs["deploy"] / render.SECRETS_ENV).write_text(render.render_secrets_env(variables))
+    assert check(env_dirs, answer(*[source_status(s) for s in SOURCES])).returncode == 0
+    assert not (env_dirs["fake"] / "pings").exists()
