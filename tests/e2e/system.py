@@ -34,6 +34,7 @@ from tests.harness import stack_config
 
 BASE = Path("/var/tmp/homelab-e2e")  # the test stacks' host paths live here
 OPENLIST = "hle2e-openlist"
+NETWORK = "hle2e-homelab"
 KOPIA = {"vps": "hle2e-kopia-vps", "sakamoto": "hle2e-kopia-sakamoto"}
 ADDRESS = {"vps": "127.0.0.2", "sakamoto": "127.0.0.3"}
 SOURCES = {
@@ -128,6 +129,7 @@ class System:
     #: engine tier: what `pulumi refresh --preview-only --expect-no-changes` said on e2e-vps while its Kopia
     #: waited for sakamoto to create the repository ("" = no drift; else the error)
     drift_while_waiting: str | None = None
+    heartbeat: infra.HeartbeatReceiver | None = None  # e2e-sakamoto pings it after every healthy check
     _lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _workdir: Path | None = None
 
@@ -242,6 +244,7 @@ class System:
         self.first_deploy_openlist(openlist_admin_cls)
         if self.tier == "engine":
             self.observe_drift_while_vps_waits()
+        self.start_heartbeat_receiver()
         self.up("sakamoto")
         workdir = BASE / "oracle"
         workdir.mkdir()
@@ -252,6 +255,12 @@ class System:
             self.secrets["s3AccessKeyId"],
             self.secrets["s3SecretAccessKey"],
         )
+
+    def start_heartbeat_receiver(self) -> None:
+        """A local receiver at the address containers on the stacks' network reach this machine by."""
+        self.heartbeat = infra.HeartbeatReceiver()
+        gateway = self.docker("network", "inspect", "--format", "{{(index .IPAM.Config 0).Gateway}}", NETWORK)
+        self.secrets["heartbeatUrl"] = self.heartbeat.url(gateway.stdout.strip())
 
     def observe_drift_while_vps_waits(self) -> None:
         """Before sakamoto exists, vps's Kopia waits for the repository; refresh must see no drift then."""
@@ -308,6 +317,8 @@ class System:
             subprocess.run(["rm", "-rf", str(BASE)], check=False)
             if self._workdir is not None:
                 shutil.rmtree(self._workdir, ignore_errors=True)
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
             self._lock.close()
 
 

@@ -300,6 +300,77 @@ def test_restart_reconnects_without_a_second_repository_or_policy_changes(system
     wait_for("a scheduled snapshot of every source after the restart", next_snapshots_done, 240, interval=10)
 
 
+# ---------------------------------------------------------------- 11. health that tells the truth, and the heartbeat
+
+
+def last_health_output(system: System, container: str) -> str:
+    log = system.inspect(container)["State"].get("Health", {}).get("Log") or [{}]
+    return str(log[-1].get("Output", ""))
+
+
+def wait_health(system: System, container: str, wanted: str, timeout: float) -> float:
+    """Wait until Docker reports `wanted` (healthy/unhealthy); returns how long that took."""
+    started = time.monotonic()
+    wait_for(f"{container} to be {wanted}", lambda: system.health(container) == wanted, timeout, interval=2)
+    return time.monotonic() - started
+
+
+def control(system: System, stack: str, *args: str) -> None:
+    """`kopia server <args>` against the host's own server, as the server-control user, inside its container."""
+    fingerprint = system.deployments[stack].outputs["kopia_tls_fingerprint"]
+    script = (
+        f". {render.DEPLOY_DIR}/{render.SECRETS_ENV} && KOPIA_SERVER_USERNAME=$KOPIA_SERVER_CONTROL_USER "
+        "KOPIA_SERVER_PASSWORD=$KOPIA_SERVER_CONTROL_PASSWORD exec kopia server "
+        f"{' '.join(args)} --address=https://127.0.0.1:51515 --server-cert-fingerprint={fingerprint}"
+    )
+    system.docker("exec", KOPIA[stack], "sh", "-c", script)
+
+
+def test_heartbeat_is_pinged_while_healthy(system: System):
+    assert system.heartbeat is not None
+    system.wait_healthy(KOPIA["sakamoto"])
+    since = time.time()
+    wait_for("two heartbeat pings", lambda: system.heartbeat.pings_since(since) >= 2, 60, interval=2)
+    assert last_health_output(system, KOPIA["sakamoto"]).startswith("healthy: 2 sources backing up")
+
+
+def test_a_paused_source_turns_the_host_unhealthy_stops_the_heartbeat_and_recovers(system: System):
+    container, source = KOPIA["sakamoto"], "shelken@sakamoto:/backup/minio"
+    system.wait_healthy(container)
+    control(system, "sakamoto", "pause", source)
+    try:
+        wait_health(system, container, "unhealthy", 90)  # 3 failed checks, 10 s apart
+        assert f"{source}: paused" in last_health_output(system, container)
+        quiet_since = time.time() + 12  # a check already running may still ping once
+        time.sleep(30)
+        assert system.heartbeat is not None and system.heartbeat.pings_since(quiet_since) == 0
+    finally:
+        control(system, "sakamoto", "resume", source)
+    wait_health(system, container, "healthy", 120)
+    since = time.time()
+    wait_for("the heartbeat to resume", lambda: system.heartbeat.pings_since(since) >= 1, 60, interval=2)
+
+
+def test_endpoint_stopped_while_the_server_runs_turns_hosts_unhealthy_within_the_bound_then_recovers(system: System):
+    container = KOPIA["sakamoto"]
+    system.wait_healthy(container)
+    bound = 2 * 60 + 30  # the e2e stacks: two 60 s intervals + a 30 s margin
+    system.docker("stop", OPENLIST)
+    stopped = time.monotonic()
+    try:
+        # stale after `bound` at most since the last good snapshot, then 3 failed checks 10 s apart
+        wait_health(system, container, "unhealthy", bound + 3 * 10 + 30)
+        assert time.monotonic() - stopped <= bound + 3 * 10 + 30
+        assert "last snapshot" in last_health_output(system, container)
+        assert system.inspect(container)["State"]["Running"], "the server keeps running: only the backups fail"
+    finally:
+        system.docker("start", OPENLIST)
+    wait_health(system, container, "healthy", 240)  # the next scheduled snapshot succeeds: healthy by itself
+    since = time.time()
+    assert system.heartbeat is not None
+    wait_for("the heartbeat to resume", lambda: system.heartbeat.pings_since(since) >= 1, 60, interval=2)
+
+
 # ---------------------------------------------------------------- 6. config change
 
 
@@ -436,9 +507,13 @@ def test_wrong_password_fails_loudly_and_changes_nothing(system: System):
         return state["ExitCode"] == 1 and system.inspect(container)["RestartCount"] >= 2
 
     wait_for("the container to exit 1 and be restarted by Docker", restarting_with_failure, 180, interval=3)
+    quiet_since = time.time() + 12  # a check that ran before the first failed start may still ping once
     for _ in range(5):  # no server ever answers, however often it restarts
         assert not server_answers(ADDRESS["sakamoto"])
         time.sleep(1)
+    time.sleep(15)
+    assert system.heartbeat is not None
+    assert system.heartbeat.pings_since(quiet_since) == 0, "a crash-looping host must not ping its heartbeat"
     lines = fatal_lines(system.logs(container))
     assert lines and all("invalid repository password" in line for line in lines)
     starts = system.logs(container).split("kopia-start: connecting")[1:][-3:]
