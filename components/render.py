@@ -250,6 +250,15 @@ def render_start_script(params: StartScriptParams) -> str:
 
 
 HEALTHCHECK_TEMPLATE = Path(__file__).resolve().parent / "templates" / "kopia-health.sh"
+#: The rules that decide whether a source is backing up; the health check and `scripts/status` both run them.
+VERDICT_AWK = Path(__file__).resolve().parent / "templates" / "kopia-verdict.awk"
+
+
+def verdict_awk() -> str:
+    program = VERDICT_AWK.read_text()
+    if "'" in program:
+        raise ValueError(f"{VERDICT_AWK} must not contain a single quote: the health check quotes it with them")
+    return program
 
 
 def render_healthcheck(params: StartScriptParams) -> str:
@@ -270,6 +279,7 @@ def render_healthcheck(params: StartScriptParams) -> str:
         "@MAX_AGE_SECONDS@": str(params.max_snapshot_age_seconds),
         "@SOURCES@": " ".join(params.sources),
         "@HEARTBEAT_URL_VARIABLE@": HEARTBEAT_URL_VARIABLE,
+        "@VERDICT_AWK@": verdict_awk(),
     }
     return re.sub(r"@[A-Z_]+@", lambda m: replacements[m.group(0)], HEALTHCHECK_TEMPLATE.read_text())
 
