@@ -5,16 +5,14 @@ import pulumi_docker as docker
 from pulumi_azure_native import authorization
 
 from components import hosts
-from components.config import HOST_KEYS, PROJECT_KEYS, ConfigError, load_stack_config
+from components.config import HOST_KEYS, PROJECT, PROJECT_KEYS, ConfigError, load_namespace
 from components.kopia_node import KopiaNode, KopiaNodeArgs, KopiaSecrets
 from components.openlist import OpenList, OpenListArgs
 from components.secrets import KEY_VAULT_RESOURCE, SecretResolver
 
 stack_config = pulumi.Config()
 try:
-    config = load_stack_config(
-        {key: value for key in PROJECT_KEYS + HOST_KEYS if (value := stack_config.get_object(key)) is not None}
-    )
+    config = load_namespace({f"{PROJECT}:{key}": stack_config.get_object(key) for key in PROJECT_KEYS + HOST_KEYS})
 except ConfigError as error:
     # RunError: Pulumi prints the message alone, without a Python traceback.
     raise pulumi.RunError(str(error)) from None

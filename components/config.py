@@ -12,7 +12,9 @@ Nothing here imports pulumi: `__main__.py` hands over plain dicts.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -488,6 +490,11 @@ class StackConfig(_Model):
         return f"{self.repository.username}@{self.host.name}"
 
     @property
+    def max_snapshot_age_seconds(self) -> int:
+        """A source whose last snapshot is older is stale: two intervals plus the health margin."""
+        return 2 * self.policy.interval_seconds + self.kopia.health.margin_seconds
+
+    @property
     def host_sources(self) -> list[SourceTarget]:
         """The policy's sources that this host backs up."""
         return [s for s in self.policy.sources if s.host == self.host.name]
@@ -622,6 +629,23 @@ def _consistency_problems(config: StackConfig) -> list[tuple[str, str]]:
 
 def _is_within(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def load_namespace(values: Mapping[str, Any]) -> StackConfig:
+    """The stack's config from fully qualified keys (`homelab-backup:host`, ...), as `pulumi config` lists them.
+
+    The one way every caller reads the program's keys: `__main__.py` (from `pulumi.Config`) and
+    `scripts/status` (from the Automation API). Values may be objects or their JSON text.
+    """
+    picked: dict[str, Any] = {}
+    for key in PROJECT_KEYS + HOST_KEYS:
+        value = values.get(f"{PROJECT}:{key}")
+        if isinstance(value, str) and value.lstrip().startswith(("{", "[")):
+            with contextlib.suppress(json.JSONDecodeError):  # else the model reports the key's type
+                value = json.loads(value)
+        if value is not None:
+            picked[key] = value
+    return load_stack_config(picked)
 
 
 def load_stack_config(values: Mapping[str, Any]) -> StackConfig:

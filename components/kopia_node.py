@@ -50,7 +50,7 @@ def start_script_params(config: StackConfig) -> render.StartScriptParams:
         tls=not server.insecure,
         refresh_interval=server.refresh_interval,
         sources=tuple(str(s) for s in config.host_sources),
-        max_snapshot_age_seconds=2 * config.policy.interval_seconds + config.kopia.health.margin_seconds,
+        max_snapshot_age_seconds=config.max_snapshot_age_seconds,
     )
 
 

@@ -110,6 +110,25 @@ def pick_field(value: str, field: str, ref: str) -> str:
     return fields[field]
 
 
+def read_secret(
+    ref: SecretRef,
+    *,
+    config_value: Callable[[str], str],
+    key_vault_token: Callable[[], str],
+    url_template: str = "https://{vault}.vault.azure.net",
+    api_version: str = "7.4",
+) -> str:
+    """A reference's plain value, outside a Pulumi program (scripts/status): the same rules as `SecretResolver`."""
+    if ref.config_key is not None:
+        return config_value(ref.config_key)
+    if ref.vault is None or ref.secret is None:
+        raise SecretReadError(f"{ref}: not a Key Vault or config reference")
+    base_url = url_template.format(vault=ref.vault)
+    label = f"azure://{ref.vault}/{ref.secret}"
+    value = fetch_key_vault_secret(base_url, ref.secret, key_vault_token(), api_version=api_version, ref=label)
+    return pick_field(value, ref.field, ref.text) if ref.field is not None else value
+
+
 # ---------------------------------------------------------------- Outputs
 
 

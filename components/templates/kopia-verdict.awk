@@ -1,7 +1,7 @@
 # The verdict on each source of a host, from the answer of the Kopia control API (GET /api/v1/control/sources) on
 # stdin. One home for the rules: the health check of the container (components/templates/kopia-health.sh embeds
 # this program) and `scripts/status` on the machine of the operator both run it.
-# Variables: now, started (epoch seconds of the server start), max_age (seconds), expected (the sources
+# Variables: now, started (epoch seconds of the server start; empty: unknown), max_age (seconds), expected (the sources
 # of the host, space-separated user@host:/path). Prints one "<source>: <problem>" line per problem, or
 # "healthy: <n> sources backing up"; exits 1 on any problem. No single quotes in this file: the health
 # check passes it to awk inside single quotes.
@@ -32,7 +32,8 @@ function finish() {
     else if (status != "UPLOADING") {
         if (next_time == "") problem(name ": no next snapshot scheduled (Kopia retries only at the next refresh)")
         if (last_start == "") {
-            if (now - started > max_age) problem(name ": no snapshot since the server started " now - started "s ago")
+            if (started == "") problem(name ": no snapshot yet")
+            else if (now - started > max_age) problem(name ": no snapshot since the server started " now - started "s ago")
         } else {
             age = now - epoch(last_start)
             if (age > max_age) problem(name ": last snapshot " age "s ago (more than " max_age "s)")

@@ -213,7 +213,17 @@ class EngineDeployment:
         return [r["inputs"] for r in resources if r["type"] == "docker:index/container:Container"]
 
     def export_state(self) -> str:
-        return json.dumps(self.workspace_stack().export_stack().deployment)
+        """The state as stored (secrets as ciphertext): the backend's own file, read back as text.
+
+        Not `stack.export_stack()`: the Automation API exports with `--show-secrets`.
+        """
+        return self.state_at_rest()
+
+    def state_at_rest(self) -> str:
+        path = self.backend_dir / ".pulumi" / "stacks" / PROJECT / f"{self.stack}.json"
+        if not path.is_file():
+            raise infra.E2EError(f"no state file {path}: has `pulumi up --stack {self.stack}` run?")
+        return json.dumps(json.loads(path.read_text()).get("checkpoint", {}).get("latest", {}))
 
     def urn(self, type_suffix: str, name: str) -> str:
         for resource in json.loads(self.export_state()).get("resources", []):

@@ -1,0 +1,348 @@
+"""Backup status of every host, from the operator's machine: no SSH, only each host's Kopia control API.
+
+For each stack: its outputs (server URL, TLS fingerprint, sources) and its config come
+from Pulumi (Automation API, the same backend and passphrase as `pulumi up`); the
+server-control password is read through the stack's own secret reference (Key Vault via
+the Azure CLI's token, or `config:`). Each server is asked over TLS pinned to the
+fingerprint; each source is judged by the same rules as the container's health check
+(components/templates/kopia-verdict.awk, run with the local `awk`).
+
+Exit status: 0 every source is backing up; 1 a source is stale or failing; 2 a host could
+not be asked (config, credentials or network). Run: ./scripts/status [--stack S] [--json].
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import concurrent.futures
+import datetime
+import hashlib
+import http.client
+import json
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from components import render
+from components.config import PROJECT, ConfigError, load_namespace
+from components.secrets import KEY_VAULT_RESOURCE, SecretReadError, read_secret
+
+ROOT = Path(__file__).resolve().parent.parent
+EXIT_OK, EXIT_FAILING, EXIT_UNREACHABLE = 0, 1, 2
+
+
+class StatusError(Exception):
+    """A host that could not be asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Host:
+    stack: str
+    url: str
+    fingerprint: str | None
+    sources: tuple[str, ...]
+    max_age_seconds: int
+    control_password: str = field(repr=False)
+
+
+@dataclass
+class SourceRow:
+    host: str
+    source: str
+    last_snapshot: str | None  # RFC 3339, UTC
+    age_seconds: int | None
+    size_bytes: int | None
+    files: int | None
+    errors: int | None
+    last_error: str
+    next_snapshot: str | None
+    verdict: str  # "ok" or the problems
+
+
+# ---------------------------------------------------------------- from Pulumi: where the hosts are
+
+
+def azure_cli_token() -> str:
+    """A Key Vault data-plane token from the Azure CLI (`az login`), as azure-native would use the same login."""
+    az = shutil.which("az")
+    if az is None:
+        raise SecretReadError("reading Key Vault needs the Azure CLI: install it and run 'az login'")
+    result = subprocess.run(
+        [az, "account", "get-access-token", "--resource", KEY_VAULT_RESOURCE, "--query", "accessToken", "-o", "tsv"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    if result.returncode != 0:
+        raise SecretReadError(f"'az account get-access-token' failed: {result.stderr.strip()}; run 'az login'")
+    return result.stdout.strip()
+
+
+def host_from_stack(
+    stack_name: str, workdir: Path, key_vault_token: Callable[[], str] = azure_cli_token, env: dict | None = None
+) -> Host:
+    """The stack's outputs and its control password (through the stack's own secret reference)."""
+    from pulumi import automation as auto
+
+    try:
+        stack = auto.select_stack(
+            stack_name=stack_name, work_dir=str(workdir), opts=auto.LocalWorkspaceOptions(env_vars=env or {})
+        )
+        outputs = {k: v.value for k, v in stack.outputs().items()}
+        values = {k: v.value for k, v in stack.get_all_config().items()}
+    except Exception as error:  # the CLI's own message says what is wrong (login, passphrase, stack name)
+        raise StatusError(f"cannot read stack {stack_name} from Pulumi: {str(error).strip()[-400:]}") from None
+    if "kopia_server_url" not in outputs:
+        raise StatusError(f"stack {stack_name} has no kopia_server_url output: run 'pulumi up --stack {stack_name}'")
+    try:
+        config = load_namespace(values)
+        ref = config.kopia.secrets.server_control_password
+
+        def config_value(key: str) -> str:
+            value = values.get(f"{PROJECT}:{key}")
+            if not isinstance(value, str) or not value:
+                raise SecretReadError(f"{ref}: no config value {PROJECT}:{key} in stack {stack_name}")
+            return value
+
+        password = read_secret(
+            ref,
+            config_value=config_value,
+            key_vault_token=key_vault_token,
+            url_template=config.key_vault.url_template,
+            api_version=config.key_vault.api_version,
+        )
+    except (ConfigError, SecretReadError) as error:
+        raise StatusError(f"stack {stack_name}: {error}") from None
+    return Host(
+        stack=stack_name,
+        url=outputs["kopia_server_url"],
+        fingerprint=outputs.get("kopia_tls_fingerprint"),
+        sources=tuple(outputs.get("backup_sources") or ()),
+        max_age_seconds=config.max_snapshot_age_seconds,
+        control_password=password,
+    )
+
+
+# ---------------------------------------------------------------- asking a server
+
+
+def fetch_sources(host: Host, timeout: float) -> str:
+    """GET /api/v1/control/sources as the server-control user. With TLS, the certificate is compared with the
+    pinned fingerprint BEFORE the credentials are sent."""
+    scheme, _, rest = host.url.partition("://")
+    address, _, port = rest.rstrip("/").rpartition(":")
+    login = base64.b64encode(f"{render.SERVER_CONTROL_USER}:{host.control_password}".encode()).decode()
+    try:
+        if scheme == "https":
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE  # trust is the pinned fingerprint, checked below
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+                address, int(port), timeout=timeout, context=context
+            )
+            connection.connect()
+            der = connection.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
+            served = hashlib.sha256(der or b"").hexdigest()
+            if served != (host.fingerprint or "").lower():
+                connection.close()
+                raise StatusError(
+                    f"{host.url} serves a certificate with fingerprint {served}, not the stack's "
+                    f"{host.fingerprint}: not sending credentials (another server at that address?)"
+                )
+        else:
+            connection = http.client.HTTPConnection(address, int(port), timeout=timeout)
+        connection.request("GET", "/api/v1/control/sources", headers={"Authorization": f"Basic {login}"})
+        response = connection.getresponse()
+        body = response.read().decode(errors="replace")
+        connection.close()
+    except (OSError, http.client.HTTPException, ssl.SSLError) as error:
+        raise StatusError(
+            f"{host.url}: {error or type(error).__name__} (is the host up and the port reachable?)"
+        ) from None
+    if response.status == 401:
+        raise StatusError(f"{host.url}: the server-control password was refused (run 'pulumi up' for {host.stack})")
+    if response.status != 200:
+        raise StatusError(f"{host.url}: HTTP {response.status}: {body[:200]}")
+    return body
+
+
+# ---------------------------------------------------------------- judging and showing
+
+
+def verdicts(answer: str, sources: Sequence[str], max_age: int, now: int) -> dict[str, list[str]]:
+    """Each source's problems by the health check's own rules (kopia-verdict.awk); [] means backing up."""
+    awk = shutil.which("awk")
+    if awk is None:
+        raise StatusError("awk is not installed (it runs the health check's rules)")
+    # Kopia pretty-prints its answer; the rules read it that way, one key per line.
+    pretty = json.dumps(json.loads(answer), indent=2)
+    result = subprocess.run(
+        [awk, "-v", f"now={now}", "-v", "started=", "-v", f"max_age={max_age}", "-v", f"expected={' '.join(sources)}",
+         render.verdict_awk()],
+        input=pretty, capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+    problems: dict[str, list[str]] = {source: [] for source in sources}
+    for line in result.stdout.splitlines():
+        source, sep, problem = line.partition(": ")
+        if sep and source in problems:
+            problems[source].append(problem)
+    return problems
+
+
+def rows_for(host: Host, answer: str, now: int) -> list[SourceRow]:
+    data = json.loads(answer)
+    by_source = {}
+    for entry in data.get("sources", []):
+        info = entry.get("source", {})
+        by_source[f"{info.get('userName')}@{info.get('host')}:{info.get('path')}"] = entry
+    judged = verdicts(answer, host.sources, host.max_age_seconds, now)
+    rows = []
+    for source in host.sources:
+        entry = by_source.get(source, {})
+        last = entry.get("lastSnapshot") or {}
+        stats = last.get("stats") or {}
+        summary = (last.get("rootEntry") or {}).get("summ") or {}
+        first_error = next(iter(summary.get("errors") or []), {})
+        started = last.get("startTime")
+        age = now - int(_parse_time(started).timestamp()) if started else None
+        rows.append(
+            SourceRow(
+                host=host.stack,
+                source=source,
+                last_snapshot=_parse_time(started).strftime("%Y-%m-%dT%H:%M:%SZ") if started else None,
+                age_seconds=age,
+                size_bytes=stats.get("totalSize"),
+                files=summary.get("files"),
+                errors=stats.get("errorCount"),
+                last_error=str(first_error.get("error", "")) if first_error else "",
+                next_snapshot=_utc(entry.get("nextSnapshotTime")),
+                verdict="; ".join(judged[source]) or "ok",
+            )
+        )
+    return rows
+
+
+def _parse_time(text: str) -> datetime.datetime:
+    # Kopia writes nanoseconds; Python reads microseconds.
+    head, dot, rest = text.partition(".")
+    if dot:
+        digits = "".join(c for c in rest if c.isdigit())
+        zone = rest[len(digits) :]
+        text = f"{head}.{digits[:6]}{zone}"
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(datetime.UTC)
+
+
+def _utc(text: str | None) -> str | None:
+    return _parse_time(text).strftime("%Y-%m-%dT%H:%M:%SZ") if text else None
+
+
+def human_age(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def human_size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def table(rows: Sequence[SourceRow], unreachable: dict[str, str]) -> str:
+    header = ("HOST", "SOURCE", "LAST SNAPSHOT", "AGE", "SIZE", "FILES", "LAST ERROR", "NEXT", "VERDICT")
+    lines = [header]
+    for r in rows:
+        error = r.last_error or (f"{r.errors} errors" if r.errors else "-")
+        lines.append(
+            (r.host, r.source, r.last_snapshot or "-", human_age(r.age_seconds), human_size(r.size_bytes),
+             "-" if r.files is None else str(r.files), error, r.next_snapshot or "-", r.verdict)
+        )  # fmt: skip
+    for stack, reason in unreachable.items():
+        lines.append((stack, "-", "-", "-", "-", "-", "-", "-", f"UNREACHABLE: {reason}"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line[:-1], widths, strict=True)) + "  " + line[-1]
+        for line in lines
+    )
+
+
+# ---------------------------------------------------------------- main
+
+
+def default_stacks(workdir: Path) -> list[str]:
+    """Every stack of this project in the current backend (`pulumi stack ls`)."""
+    from pulumi import automation as auto
+
+    workspace = auto.LocalWorkspace(work_dir=str(workdir))
+    return sorted(s.name.rsplit("/", 1)[-1] for s in workspace.list_stacks())
+
+
+def progress(message: str) -> None:
+    print(f"[status] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", action="append", help="a stack to ask (repeatable); default: every stack")
+    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    parser.add_argument("--timeout", type=float, default=15, help="seconds to wait for each host (default 15)")
+    parser.add_argument("--workdir", type=Path, default=ROOT, help="the Pulumi project dir (default: this repo)")
+    args = parser.parse_args(argv)
+
+    stacks = args.stack or default_stacks(args.workdir)
+    if not stacks:
+        progress("no stacks found: run 'pulumi stack ls' in the project dir, or pass --stack")
+        return EXIT_UNREACHABLE
+    now = int(time.time())
+    rows: list[SourceRow] = []
+    unreachable: dict[str, str] = {}
+
+    def ask(stack: str) -> list[SourceRow]:
+        started = time.monotonic()
+        host = host_from_stack(stack, args.workdir)
+        progress(f"{stack}: asking {host.url}")
+        answer = fetch_sources(host, args.timeout)
+        progress(f"{stack}: answered in {time.monotonic() - started:.1f}s")
+        return rows_for(host, answer, now)
+
+    progress(f"asking {len(stacks)} host(s): {', '.join(stacks)} (timeout {args.timeout:.0f}s each)")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(stacks))) as pool:
+        futures = {stack: pool.submit(ask, stack) for stack in stacks}
+        for stack, future in futures.items():
+            try:
+                rows.extend(future.result(timeout=args.timeout + 120))  # + reading Pulumi state
+            except StatusError as error:
+                unreachable[stack] = str(error)
+                progress(f"{stack}: {error}")
+            except (TimeoutError, concurrent.futures.TimeoutError):
+                unreachable[stack] = f"no answer within {args.timeout:.0f}s"
+                progress(f"{stack}: no answer within {args.timeout:.0f}s")
+    if args.json:
+        print(json.dumps({"hosts": stacks, "sources": [asdict(r) for r in rows], "unreachable": unreachable}, indent=2))
+    else:
+        print(table(rows, unreachable))
+    if unreachable:
+        return EXIT_UNREACHABLE
+    return EXIT_FAILING if any(r.verdict != "ok" for r in rows) else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""`scripts/status`: verdicts by the health check's own rules, the table, exit codes, and a pinned TLS server.
+
+The server side is a local HTTPS server with a real self-signed certificate standing in for
+Kopia's control API (answers in Kopia's layout, tests/kopia_answers.py); the e2e suite runs
+the command against real Kopia servers on the engine tier.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import http.server
+import json
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from scripts import status
+from tests.kopia_answers import NOW, answer, source_status
+
+SOURCES = ("shelken@vps:/backup/data",)
+PASSWORD = "control-pw"
+
+
+def host(url: str, fingerprint: str | None, password: str = PASSWORD) -> status.Host:
+    return status.Host("vps", url, fingerprint, SOURCES, max_age_seconds=3600, control_password=password)
+
+
+# ---------------------------------------------------------------- verdicts and rows
+
+
+def test_rows_carry_what_the_table_shows_and_the_verdict_of_the_shared_rules():
+    body = answer(source_status(SOURCES[0], errors=2))
+    (row,) = status.rows_for(host("https://x:1", None), body, int(NOW.timestamp()))
+    assert row.source == SOURCES[0]
+    assert row.age_seconds == 300
+    assert row.size_bytes == 10 and row.files == 1 and row.errors == 2
+    assert row.last_snapshot == (NOW - datetime.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert row.next_snapshot == (NOW + datetime.timedelta(minutes=55)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert row.verdict == "last snapshot had 2 errors"
+
+
+def test_a_source_never_snapshotted_is_not_ok_from_the_operators_side():
+    body = answer(source_status(SOURCES[0], no_snapshot=True))
+    (row,) = status.rows_for(host("https://x:1", None), body, int(NOW.timestamp()))
+    assert row.verdict == "no snapshot yet"
+    assert row.last_snapshot is None and row.age_seconds is None
+
+
+def test_a_source_missing_from_the_server_is_reported():
+    (row,) = status.rows_for(host("https://x:1", None), answer(), int(NOW.timestamp()))
+    assert row.verdict == "not scheduled by the server"
+
+
+def test_table_has_one_line_per_source_and_names_unreachable_hosts():
+    (row,) = status.rows_for(host("https://x:1", None), answer(source_status(SOURCES[0])), int(NOW.timestamp()))
+    text = status.table([row], {"sakamoto": "https://10.0.0.3:51515: timed out"})
+    lines = text.splitlines()
+    assert lines[0].split() == [
+        "HOST",
+        "SOURCE",
+        "LAST",
+        "SNAPSHOT",
+        "AGE",
+        "SIZE",
+        "FILES",
+        "LAST",
+        "ERROR",
+        "NEXT",
+        "VERDICT",
+    ]
+    assert lines[1].startswith("vps  ") and SOURCES[0] in lines[1] and lines[1].endswith("ok")
+    assert "5m00s" in lines[1] and "10 B" in lines[1]
+    assert lines[2].startswith("sakamoto") and "UNREACHABLE: https://10.0.0.3:51515: timed out" in lines[2]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(None, "-"), (42, "42s"), (300, "5m00s"), (7260, "2h01m"), (90000, "1d01h")]
+)
+def test_human_age(seconds, text):
+    assert status.human_age(seconds) == text
+
+
+# ---------------------------------------------------------------- exit codes
+
+
+@pytest.mark.parametrize(
+    ("answers", "failing", "expected"),
+    [
+        ({"vps": answer(source_status(SOURCES[0]))}, {}, status.EXIT_OK),
+        ({"vps": answer(source_status(SOURCES[0], status="PAUSED"))}, {}, status.EXIT_FAILING),
+        ({"vps": answer(source_status(SOURCES[0]))}, {"sakamoto": "refused"}, status.EXIT_UNREACHABLE),
+    ],
+)
+def test_exit_codes_for_cron_and_monitors(monkeypatch, capsys, answers, failing, expected):
+    def fake_host(stack: str, workdir: Path) -> status.Host:
+        if stack in failing:
+            raise status.StatusError(failing[stack])
+        return host(f"https://{stack}:51515", "ab")
+
+    monkeypatch.setattr(status, "host_from_stack", fake_host)
+    monkeypatch.setattr(status, "fetch_sources", lambda h, timeout: answers[h.stack])
+    stacks = ["vps", *failing]
+    code = status.main([arg for s in stacks for arg in ("--stack", s)] + ["--json"])
+    assert code == expected
+    report = json.loads(capsys.readouterr().out)
+    assert [r["host"] for r in report["sources"]] == ["vps"], "one failing host does not hide the others"
+    assert report["unreachable"] == failing
+
+
+# ---------------------------------------------------------------- the pinned TLS connection
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory) -> Iterator[tuple[str, str, list[dict]]]:
+    """An HTTPS server with a self-signed certificate: (url, its SHA-256 fingerprint, requests seen)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    directory = tmp_path_factory.mktemp("tls")
+    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    seen: list[dict] = []
+    body = answer(source_status(SOURCES[0])).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append({"path": self.path, "authorization": self.headers.get("Authorization")})
+            expected = "Basic " + base64.b64encode(f"server-control:{PASSWORD}".encode()).decode()
+            ok = self.headers.get("Authorization") == expected
+            self.send_response(200 if ok else 401)
+            self.send_header("Content-Length", str(len(body) if ok else 0))
+            self.end_headers()
+            if ok:
+                self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    fingerprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    yield f"https://127.0.0.1:{server.server_address[1]}", fingerprint, seen
+    server.shutdown()
+
+
+def test_fetch_asks_the_control_api_as_server_control_over_the_pinned_certificate(tls_server):
+    url, fingerprint, seen = tls_server
+    body = status.fetch_sources(host(url, fingerprint), timeout=5)
+    assert json.loads(body)["sources"][0]["status"] == "IDLE"
+    assert seen[-1]["path"] == "/api/v1/control/sources"
+
+
+def test_a_different_certificate_gets_no_credentials(tls_server):
+    url, _, seen = tls_server
+    before = len(seen)
+    with pytest.raises(status.StatusError, match="not sending credentials"):
+        status.fetch_sources(host(url, "00" * 32), timeout=5)
+    assert len(seen) == before, "no request was made"
+
+
+def test_a_refused_password_says_what_to_do(tls_server):
+    url, fingerprint, _ = tls_server
+    with pytest.raises(status.StatusError, match=r"server-control password was refused.*pulumi up"):
+        status.fetch_sources(host(url, fingerprint, password="wrong"), timeout=5)
+
+
+def test_an_unreachable_host_is_a_status_error_naming_it():
+    with pytest.raises(status.StatusError, match=r"127\.0\.0\.1:9.*reachable"):
+        status.fetch_sources(host("https://127.0.0.1:9", "ab"), timeout=2)
