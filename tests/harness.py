@@ -41,6 +41,32 @@ PROJECT = "homelab-backup"
 # ---------------------------------------------------------------- stack config as the CLI would merge it
 
 
+def committed_stacks(root: Path = ROOT) -> list[str]:
+    """Every host stack with a `Pulumi.<stack>.yaml` in `root` (the e2e test stacks aside): the unit tests
+    run each one, so a new host's stack file is tested without editing a test."""
+    names = (p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in root.glob("Pulumi.*.yaml"))
+    return sorted(n for n in names if not n.startswith("e2e-"))
+
+
+def key_vault_references(stack: str) -> dict[tuple[str, str], set[str]]:
+    """(vault, secret) -> the fields the stack file reads from it (its `azure://` references)."""
+    found: dict[tuple[str, str], set[str]] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str) and value.startswith("azure://"):
+            vault, secret, *field = value.removeprefix("azure://").split("/")
+            found.setdefault((vault, secret), set()).update(field)
+
+    walk(stack_config(stack))
+    return found
+
+
 def stack_config(stack: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Project-level config values from Pulumi.yaml overlaid by Pulumi.<stack>.yaml, then `overrides`.
 

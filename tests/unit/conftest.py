@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fake_key_vault import FakeKeyVault
-from tests.harness import ProgramRun, run_program
+from tests.harness import ProgramRun, committed_stacks, key_vault_references, run_program
 
 AZURE_TOKEN = "test-azure-token"
 
@@ -34,14 +34,39 @@ SAKAMOTO_SECRETS = {
     "OPENLIST_S3_ACCESS_KEY_ID": "s3-key-id-Kk2",
     "OPENLIST_S3_SECRET_ACCESS_KEY": "s3-secret-Jj3m",
 }
+KNOWN_SECRETS = {
+    ("shelken-homelab", "compose-vps"): VPS_SECRETS,
+    ("shelken-homelab", "compose-sakamoto"): SAKAMOTO_SECRETS,
+}
+
+
+def generated_secrets(vault: str, secret: str, fields: set[str]) -> dict[str, str]:
+    """Distinct values for a stack file this suite has no hand-made secrets for (a newly added host)."""
+    return {
+        field: f"http://openlist.{secret}.lan:5246" if field.endswith("ENDPOINT") else f"{secret}-{field}-value"
+        for field in fields
+    }
+
+
+def vault_contents() -> dict[tuple[str, str], dict[str, str]]:
+    """What the fake Key Vault holds: every secret any committed stack file references."""
+    contents = dict(KNOWN_SECRETS)
+    for stack in committed_stacks():
+        for (vault, secret), fields in key_vault_references(stack).items():
+            contents.setdefault((vault, secret), generated_secrets(vault, secret, fields))
+    return contents
+
+
 ALL_SECRET_VALUES = sorted(
-    {v for v in VPS_SECRETS.values()} | {v for k, v in SAKAMOTO_SECRETS.items() if k != "OPENLIST_S3_ENDPOINT"}
+    {v for fields in vault_contents().values() for k, v in fields.items() if not k.endswith("ENDPOINT")}
 )
 
 
 @pytest.fixture
 def key_vault() -> Iterator[FakeKeyVault]:
-    secrets = {"shelken-homelab": {"compose-vps": dotenv(VPS_SECRETS), "compose-sakamoto": dotenv(SAKAMOTO_SECRETS)}}
+    secrets: dict[str, dict[str, str]] = {}
+    for (vault, secret), fields in vault_contents().items():
+        secrets.setdefault(vault, {})[secret] = dotenv(fields)
     with FakeKeyVault(token=AZURE_TOKEN, secrets=secrets) as vault:
         yield vault
 

@@ -12,7 +12,7 @@ import pulumi
 import pytest
 
 from components import render
-from tests.harness import ProgramRun, plain_strings, run_program, unwrap_all
+from tests.harness import ProgramRun, committed_stacks, plain_strings, run_program, stack_config, unwrap_all
 from tests.unit.conftest import ALL_SECRET_VALUES, AZURE_TOKEN, VPS_SECRETS, run_committed_stack
 
 CONTAINER = "docker:index/container:Container"
@@ -46,7 +46,7 @@ def image_name(run: ProgramRun, container) -> str:
 # ---------------------------------------------------------------- shape
 
 
-@pytest.mark.parametrize("stack", ["vps", "sakamoto"])
+@pytest.mark.parametrize("stack", committed_stacks())
 def test_components_have_type_tokens_and_children_are_parented_and_named(stack, key_vault):
     run = run_committed_stack(stack, key_vault)
     components = {r.name: r for r in run.resources if r.typ.startswith("homelab:index:")}
@@ -59,22 +59,21 @@ def test_components_have_type_tokens_and_children_are_parented_and_named(stack, 
         owner = resource.parent_name
         assert owner in components, f"{resource.typ} {resource.name} is not inside a component"
         assert resource.name.startswith(f"{owner}-"), f"{resource.name} is not named after its parent {owner}"
-    if stack == "vps":
+    if "homelab-backup:openlist" in stack_config(stack):
         assert components["openlist"].typ == "homelab:index:OpenList"
     else:
         assert "openlist" not in components
 
 
-@pytest.mark.parametrize(("stack", "host"), [("vps", "vps.example.net"), ("sakamoto", "sakamoto.lan")])
-def test_providers_pin_the_host_key_and_every_resource_uses_them(stack, host, key_vault):
+@pytest.mark.parametrize("stack", committed_stacks())
+def test_providers_pin_the_host_key_and_every_resource_uses_them(stack, key_vault):
+    host = stack_config(stack)["homelab-backup:host"]["ssh"]["address"]
     run = run_committed_stack(stack, key_vault)
     provider = run.one("pulumi:providers:docker")
     assert provider.inputs["host"] == f"ssh://shelken@{host}:22"
     opts = json.loads(provider.inputs["sshOpts"])  # provider config travels as JSON text
     assert "StrictHostKeyChecking=yes" in opts
     assert not any("StrictHostKeyChecking=no" in o for o in opts)
-    from tests.harness import stack_config
-
     pinned = f"{host} {stack_config(stack)['homelab-backup:host']['ssh']['hostKey']}"
     assert f"KnownHostsCommand=/bin/echo {pinned}" in opts
     assert "BatchMode=yes" in opts
@@ -186,7 +185,6 @@ def test_vps_uses_the_existing_network_by_name(vps):
 
 
 def test_network_is_created_when_the_stack_says_so(key_vault):
-    from tests.harness import stack_config
 
     host = stack_config("vps")["homelab-backup:host"]
     run = run_committed_stack(
@@ -227,10 +225,10 @@ def test_sakamoto_kopia(sakamoto):
 # ---------------------------------------------------------------- config files on the host
 
 
-@pytest.mark.parametrize("stack", ["vps", "sakamoto"])
+@pytest.mark.parametrize("stack", committed_stacks())
 def test_config_files_are_one_resource_each_secret_where_they_hold_secrets(stack, key_vault):
     run = run_committed_stack(stack, key_vault)
-    config_dir = f"/opt/compose/{stack}/kopia"
+    config_dir = stack_config(stack)["homelab-backup:host"]["configDir"]
     files = {r.name: r for r in run.by_type(REMOTE_FILE) if r.parent_name == "kopia-config"}
     expected = [render.REPOSITORY_CONFIG, render.STORAGE_TOKEN, render.POLICY_JSON, render.SECRETS_ENV]
     expected += [render.TLS_CERT, render.TLS_KEY]
@@ -253,7 +251,6 @@ def test_policy_json_is_identical_on_both_hosts(vps, sakamoto):
 
 
 def test_policy_change_replaces_the_kopia_container(key_vault):
-    from tests.harness import stack_config
 
     before = run_committed_stack("vps", key_vault)
     policy = stack_config("vps")["homelab-backup:policy"]
@@ -272,7 +269,7 @@ def test_policy_change_replaces_the_kopia_container(key_vault):
 # ---------------------------------------------------------------- secrets
 
 
-@pytest.mark.parametrize("stack", ["vps", "sakamoto"])
+@pytest.mark.parametrize("stack", committed_stacks())
 def test_no_secret_value_in_any_plain_input_or_output(stack, key_vault):
     run = run_committed_stack(stack, key_vault)
     assert key_vault.requests, "the stack read Key Vault"
@@ -295,7 +292,7 @@ def test_no_secret_value_in_any_plain_input_or_output(stack, key_vault):
     assert digest in plain_labels
 
 
-@pytest.mark.parametrize("stack", ["vps", "sakamoto"])
+@pytest.mark.parametrize("stack", committed_stacks())
 def test_every_output_holding_a_secret_is_secret(stack, key_vault):
     run = run_committed_stack(stack, key_vault)
     for name, value in run.outputs.items():
@@ -305,7 +302,6 @@ def test_every_output_holding_a_secret_is_secret(stack, key_vault):
 
 def test_config_secrets_instead_of_key_vault(key_vault):
     """A stack without Key Vault: every reference is `config:<key>`; no Azure token is requested."""
-    from tests.harness import stack_config
 
     kopia = stack_config("sakamoto")["homelab-backup:kopia"]
     refs = {
@@ -343,7 +339,6 @@ def test_config_secrets_instead_of_key_vault(key_vault):
 
 
 def test_invalid_stack_fails_before_any_resource_with_every_problem(key_vault):
-    from tests.harness import stack_config
 
     host = stack_config("vps")["homelab-backup:host"]
     with pytest.raises(pulumi.RunError) as error:
@@ -374,7 +369,6 @@ def test_missing_key_vault_field_names_the_reference_not_a_value(key_vault):
 
 
 def test_insecure_is_an_explicit_visible_opt_out_of_tls(key_vault):
-    from tests.harness import stack_config
 
     kopia = stack_config("sakamoto")["homelab-backup:kopia"]
     run = run_committed_stack(
@@ -389,3 +383,11 @@ def test_insecure_is_an_explicit_visible_opt_out_of_tls(key_vault):
     assert run.outputs["kopia_tls_fingerprint"] is None
     files = {r.name for r in run.by_type(REMOTE_FILE)}
     assert "kopia-config-tls-key" not in files and "kopia-config-tls-crt" not in files
+
+
+def test_a_new_hosts_stack_file_is_picked_up_by_every_parametrized_test(tmp_path):
+    """Adding `Pulumi.<host>.yaml` is enough for the tests above to run it: they are parametrized over this."""
+    for name in ("Pulumi.yaml", "Pulumi.vps.yaml", "Pulumi.nas.yaml", "Pulumi.e2e-vps.yaml"):
+        (tmp_path / name).write_text("config: {}\n")
+    assert committed_stacks(tmp_path) == ["nas", "vps"]
+    assert set(committed_stacks()) >= {"vps", "sakamoto"}
