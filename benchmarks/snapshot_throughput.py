@@ -26,8 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from tests.e2e import infra
-from tests.e2e.system import BASE, KOPIA, SOURCES, real_parts, say, stack_config, wait_for
+from testbed import infra
+from testbed.system import BASE, KOPIA, SOURCES, real_parts, say, stack_config, wait_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIB = 1024 * 1024

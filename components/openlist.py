@@ -69,14 +69,7 @@ class OpenList(pulumi.ComponentResource):
                 docker.ContainerPortArgs(internal=settings.s3_port, external=settings.s3_port, ip=host.deploy_address),
             ],
             volumes=[docker.ContainerVolumeArgs(host_path=data_dir, container_path=DATA_DIR)],
-            envs=[
-                f"TZ={host.timezone}",
-                "S3_ENABLE=true",
-                f"S3_PORT={settings.s3_port}",
-                f"HTTP_PORT={WEB_PORT_IN_CONTAINER}",
-                # The image's entrypoint applies it: the database (S3 keys, 189 login) is created 0600.
-                "UMASK=077",
-            ],
+            envs=[f"{k}={v}" for k, v in container_env(host.timezone, settings.s3_port).items()],
             labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(labels.items())],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[owned]),
         )
@@ -88,3 +81,15 @@ class OpenList(pulumi.ComponentResource):
         self.register_outputs(
             {"web_url": self.web_url, "s3_url": self.s3_url, "internal_s3_endpoint": self.internal_s3_endpoint}
         )
+
+
+def container_env(timezone: str, s3_port: int) -> dict[str, str]:
+    """OpenList's environment: its S3 server on, its ports, and a umask for its database."""
+    return {
+        "TZ": timezone,
+        "S3_ENABLE": "true",
+        "S3_PORT": str(s3_port),
+        "HTTP_PORT": str(WEB_PORT_IN_CONTAINER),
+        # The image's entrypoint applies it: the database (S3 keys, 189 login) is created 0600.
+        "UMASK": "077",
+    }

@@ -7,12 +7,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.e2e import infra
-from tests.e2e.system import ALL_SOURCES, KOPIA, SOURCES, say, source_name, tree_digest, wait_for
+from testbed import infra
+from testbed.system import ALL_SOURCES, KOPIA, SOURCES, say, source_name, tree_digest, wait_for
 
 
 def main() -> int:
-    from tests.e2e.system import real_parts
+    from testbed.system import real_parts
 
     with real_parts() as parts:
         system = parts.system()

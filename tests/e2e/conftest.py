@@ -1,4 +1,4 @@
-"""Pytest wiring for the e2e suite; all the logic is in `tests/e2e/infra.py`.
+"""Pytest wiring for the e2e suite; all the logic is in `testbed/infra/`.
 
 Every test under tests/e2e is marked `e2e` and needs the session's prerequisites: with
 HOMELAB_E2E unset (or `auto`) a missing one skips the tests, with `require` it fails them.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import infra
+from testbed import infra
 
 E2E_DIR = Path(__file__).resolve().parent
 
@@ -115,7 +115,7 @@ def operator_agent(ssh_host: infra.SshHost) -> Iterator[str]:
 def deploy_tier(e2e_cache: Path) -> tuple[str, Path | None]:
     """("engine", CLI root) where the Pulumi provider plugins are installed, else ("adapter", None).
     HOMELAB_ENGINE=require fails instead of falling back; =off always uses the adapter."""
-    from tests.e2e.system import choose_tier
+    from testbed.system import choose_tier
 
     try:
         return choose_tier(e2e_cache)

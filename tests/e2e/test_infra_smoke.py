@@ -1,7 +1,7 @@
 """Proof that the e2e infrastructure is real: each test drives the real thing and can fail.
 
 If one of these fails, the scenario tests' failures say nothing about the program: fix the
-infrastructure (tests/e2e/infra.py, the images) first.
+infrastructure (testbed/infra/, the images) first.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import infra
+from testbed import infra
 
 # ---------------------------------------------------------------- the gate
 

@@ -2,7 +2,7 @@
 
 The container and file specs come from the program itself (the committed test
 stacks Pulumi.e2e-vps.yaml and Pulumi.e2e-sakamoto.yaml, run under mocks) and
-are applied by tests/e2e/adapter.py. Kopia's own commands are the oracle.
+are applied by testbed/adapter.py. Kopia's own commands are the oracle.
 
 The tests share one deployment (module scope) and run in file order: first
 boot, then what a running system must survive.
@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from components import render
-from tests.e2e import engine, infra
-from tests.e2e.system import (
+from testbed import engine, infra
+from testbed.system import (
     ADDRESS,
     ALL_SOURCES,
     BASE,
@@ -433,7 +433,7 @@ def test_policy_change_is_applied_by_pulumi_up_alone(system: System):
 
 
 def _policy(system: System) -> dict:
-    from tests.harness import stack_config
+    from testbed.mocks import stack_config
 
     return stack_config("e2e-vps")["homelab-backup:policy"]
 

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from testbed.mocks import ProgramRun, committed_stacks, key_vault_references, run_program
 from tests.fake_key_vault import FakeKeyVault
-from tests.harness import ProgramRun, committed_stacks, key_vault_references, run_program
 
 AZURE_TOKEN = "test-azure-token"
 

@@ -22,7 +22,7 @@ from components.config import (
     load_stack_config,
     parse_secret_ref,
 )
-from tests.harness import stack_config
+from testbed.mocks import stack_config
 
 NS = f"{PROJECT}:"
 

@@ -12,7 +12,7 @@ import pulumi
 import pytest
 
 from components import render
-from tests.harness import ProgramRun, committed_stacks, plain_strings, run_program, stack_config, unwrap_all
+from testbed.mocks import ProgramRun, committed_stacks, plain_strings, run_program, stack_config, unwrap_all
 from tests.unit.conftest import ALL_SECRET_VALUES, AZURE_TOKEN, VPS_SECRETS, run_committed_stack
 
 CONTAINER = "docker:index/container:Container"

@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from components import render
 from components.config import PROJECT, StackConfig, load_stack_config
-from tests.harness import stack_config
+from testbed.mocks import stack_config
 
 GOLDEN = Path(__file__).parent / "golden"
 

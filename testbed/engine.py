@@ -13,7 +13,7 @@ What a user runs is `pulumi preview/up/refresh/destroy`; this drives the same CL
 
 Where the plugins are missing the tier is skipped (or failed, with
 `HOMELAB_ENGINE=require`) with a message naming them; the e2e suite then runs on
-the adapter tier (tests/e2e/adapter.py).
+the adapter tier (testbed/adapter.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e import infra
+from testbed import infra
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "homelab-backup"

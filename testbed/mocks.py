@@ -67,6 +67,12 @@ def key_vault_references(stack: str) -> dict[tuple[str, str], set[str]]:
     return found
 
 
+def project_config(key: str) -> Any:
+    """One project-level config value of Pulumi.yaml (`images`, `policy`, ...)."""
+    spec = (yaml.safe_load((ROOT / "Pulumi.yaml").read_text()).get("config") or {})[key]
+    return spec["value"] if isinstance(spec, dict) and "value" in spec else spec.get("default")
+
+
 def stack_config(stack: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Project-level config values from Pulumi.yaml overlaid by Pulumi.<stack>.yaml, then `overrides`.
 

@@ -5,8 +5,8 @@ vps stack (OpenList + Kopia), the README's OpenList first-deploy steps (admin
 login, a storage, the S3 keys, a restart), then `pulumi up` the sakamoto stack.
 
 Each stack is applied by one of two tiers, named in the output:
-- `engine`: the real Pulumi CLI through the Automation API (tests/e2e/engine.py);
-- `adapter`: the program under mocks, its resources applied by tests/e2e/adapter.py,
+- `engine`: the real Pulumi CLI through the Automation API (testbed/engine.py);
+- `adapter`: the program under mocks, its resources applied by testbed/adapter.py,
   where the engine's provider plugins are not installed.
 """
 
@@ -27,22 +27,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e import engine, infra
-from tests.e2e.adapter import Deployment
-from tests.e2e.s3 import S3Client
-from tests.harness import stack_config
+from testbed import engine, infra
+from testbed.adapter import Deployment
+from testbed.mocks import stack_config
+from testbed.s3 import S3Client
 
-BASE = Path("/var/tmp/homelab-e2e")  # the test stacks' host paths live here
-OPENLIST = "hle2e-openlist"
-NETWORK = "hle2e-homelab"
-KOPIA = {"vps": "hle2e-kopia-vps", "sakamoto": "hle2e-kopia-sakamoto"}
-ADDRESS = {"vps": "127.0.0.2", "sakamoto": "127.0.0.3"}
-SOURCES = {
-    "vps": {"/backup/data": BASE / "vps/data"},
-    "sakamoto": {"/backup/minio": BASE / "sakamoto/minio", "/backup/compose": BASE / "sakamoto/compose"},
-}
-ALL_SOURCES = [f"shelken@{stack}:{path}" for stack, paths in SOURCES.items() for path in paths]
-S3_ENDPOINT = f"127.0.0.2:{5246}"  # OpenList's S3 port as published on the VPS deploy address
+# Everything below comes from the test stack files (Pulumi.e2e-vps.yaml, Pulumi.e2e-sakamoto.yaml).
+STACKS = ("vps", "sakamoto")
+_CONFIG = {stack: stack_config(f"e2e-{stack}") for stack in STACKS}
+_HOST = {stack: _CONFIG[stack]["homelab-backup:host"] for stack in STACKS}
+_KOPIA = {stack: _CONFIG[stack]["homelab-backup:kopia"] for stack in STACKS}
+_OPENLIST = _CONFIG["vps"]["homelab-backup:openlist"]
+
+#: where the test stacks' host paths live (the parent of every stack's config dir)
+BASE = Path(_HOST["vps"]["configDir"]).parent.parent
+OPENLIST = _OPENLIST["containerName"]
+NETWORK = _HOST["vps"]["network"]["name"]
+KOPIA = {stack: _KOPIA[stack]["containerName"] for stack in STACKS}
+ADDRESS = {stack: _HOST[stack]["deployAddress"] for stack in STACKS}
+SOURCES = {stack: {s["path"]: Path(s["hostPath"]) for s in _KOPIA[stack]["sources"]} for stack in STACKS}
+ALL_SOURCES = list(_CONFIG["vps"]["homelab-backup:policy"]["sources"])
+S3_ENDPOINT = f"{ADDRESS['vps']}:{_OPENLIST['s3Port']}"  # OpenList's S3 port as published on the VPS address
 
 
 def say(message: str) -> None:
@@ -166,7 +171,7 @@ class System:
     def tier_description(self) -> str:
         if self.tier == "engine":
             return f"the real Pulumi CLI {infra.PULUMI_VERSION} through the Automation API"
-        return "the program under mocks, applied by tests/e2e/adapter.py"
+        return "the program under mocks, applied by testbed/adapter.py"
 
     def _make_backend_dir(self) -> Path:
         assert self._workdir is not None

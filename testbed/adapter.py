@@ -1,7 +1,7 @@
 """Apply what the program declares to a real Docker engine and a real SSH host.
 
 The Pulumi engine cannot run here, so the e2e suite runs `__main__.py` under
-mocks (tests/harness.py) and hands the captured resources to `Deployment`,
+mocks (testbed/mocks.py) and hands the captured resources to `Deployment`,
 which does what the providers would do, through the same doors they use:
 
 - `pulumi:providers:docker`: its `host` (ssh://user@host:port) and `sshOpts`
@@ -22,7 +22,7 @@ which does what the providers would do, through the same doors they use:
   ssh-agent (`SSH_AUTH_SOCK`), as for a user.
 
 What it does not model: Pulumi state files, `pulumi refresh` and `preview`
-(the engine tier, tests/e2e/engine.py, runs those), parallelism, provider
+(the engine tier, testbed/engine.py, runs those), parallelism, provider
 retries and timeouts, the Docker provider's `must_run` check after create,
 inputs the program does not use, and the TLS provider (the mocks generate the
 key and certificate with `cryptography`, the way the provider would). It
@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.host_files import OwnedDirectoryProvider, RemoteFileProvider
-from tests.e2e import infra
-from tests.harness import ProgramRun, Recorded, run_program, unwrap_all
+from testbed import infra
+from testbed.mocks import ProgramRun, Recorded, run_program, unwrap_all
 
 CONTAINER = "docker:index/container:Container"
 IMAGE = "docker:index/remoteImage:RemoteImage"
@@ -50,7 +50,7 @@ DYNAMIC_PROVIDERS = {
     "pulumi-python:dynamic/homelab:RemoteFile": RemoteFileProvider,
     "pulumi-python:dynamic/homelab:OwnedDirectory": OwnedDirectoryProvider,
 }
-#: Made by the mocks themselves (tests/harness.py generates the key and certificate, as the TLS provider would).
+#: Made by the mocks themselves (testbed/mocks.py generates the key and certificate, as the TLS provider would).
 MADE_BY_THE_MOCKS = {"tls:index/privateKey:PrivateKey", "tls:index/selfSignedCert:SelfSignedCert"}
 #: What the adapter translates; anything else the program declares is refused.
 TRANSLATED = {CONTAINER, IMAGE, NETWORK, DOCKER_PROVIDER, *DYNAMIC_PROVIDERS, *MADE_BY_THE_MOCKS}
