@@ -106,16 +106,24 @@ def _changed(olds: Mapping[str, Any], news: Mapping[str, Any], keys: Sequence[st
     return [key for key in keys if olds.get(key) != news.get(key)]
 
 
-class RemoteFileProvider(ResourceProvider):
-    """CRUD + read for one file on a host. Inputs: ssh (argv), target (user@host:port), path, content."""
+class _OnHostProvider(ResourceProvider):
+    """What both providers share: the id is `<target>:<path>`; create and update both apply the inputs."""
 
-    serialize_as_secret_always = False  # it captures nothing secret: content comes in as an input
+    serialize_as_secret_always = False  # it captures nothing secret: secrets come in as inputs
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        return CreateResult(id_=f"{props['target']}:{props['path']}", outs=self._write(props))
+        return CreateResult(id_=f"{props['target']}:{props['path']}", outs=self._apply(props))
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=self._write(news))
+        return UpdateResult(outs=self._apply(news))
+
+    @staticmethod
+    def _apply(props: Mapping[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class RemoteFileProvider(_OnHostProvider):
+    """CRUD + read for one file on a host. Inputs: ssh (argv), target (user@host:port), path, content."""
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = _changed(olds, news, ["target", "path"])
@@ -139,7 +147,7 @@ class RemoteFileProvider(ResourceProvider):
         run_on_host(props["ssh"], delete_file_command(props["path"]), f"deleting {props['path']}")
 
     @staticmethod
-    def _write(props: Mapping[str, Any]) -> dict[str, Any]:
+    def _apply(props: Mapping[str, Any]) -> dict[str, Any]:
         run_on_host(props["ssh"], write_file_command(props["path"]), f"writing {props['path']}", stdin=props["content"])
         # No content in the outputs: the digest is enough to see drift.
         return {
@@ -180,16 +188,8 @@ class RemoteFile(Resource, module="homelab", name="RemoteFile"):
         super().__init__(RemoteFileProvider(), name, props, pulumi.ResourceOptions.merge(opts, options))
 
 
-class OwnedDirectoryProvider(ResourceProvider):
+class OwnedDirectoryProvider(_OnHostProvider):
     """A directory owned by `uid` with `mode`. Inputs: ssh, target, path, uid, mode, image. Delete keeps it."""
-
-    serialize_as_secret_always = False
-
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        return CreateResult(id_=f"{props['target']}:{props['path']}", outs=self._apply(props))
-
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=self._apply(news))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = _changed(olds, news, ["target", "path"])
