@@ -30,7 +30,7 @@ function finish() {
     if (status == "PAUSED") problem(name ": paused")
     else if (status != "IDLE" && status != "PENDING" && status != "UPLOADING") problem(name ": status " status)
     else if (status != "UPLOADING") {
-        if (next_time == "") problem(name ": no next snapshot scheduled (Kopia retries only at the next refresh)")
+        if (next_time == "") problem(name ": no next snapshot scheduled (paused, or a failed snapshot waiting for the next refresh)")
         if (last_start == "") {
             if (started == "") problem(name ": no snapshot yet")
             else if (now - started > max_age) problem(name ": no snapshot since the server started " now - started "s ago")

@@ -347,7 +347,8 @@ def test_status_shows_every_source_of_every_host_from_the_operators_machine(syst
     for stack in ("vps", "sakamoto"):
         system.wait_healthy(KOPIA[stack])
     result = run_status(system)
-    say("scripts/status:\n" + result.stdout + result.stderr)
+    # Kept for the README's example (real output of a run): <cache>/logs/status-output.txt
+    (infra.cache_dir() / "logs" / "status-output.txt").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:2] == ["HOST", "SOURCE"]
@@ -376,7 +377,9 @@ def test_a_paused_source_turns_the_host_unhealthy_stops_the_heartbeat_and_recove
     control(system, "sakamoto", "pause", "/backup/minio")  # kopia server pause takes the path
     try:
         wait_health(system, container, "unhealthy", 90)  # 3 failed checks, 10 s apart
-        assert f"{source}: paused" in last_health_output(system, container)
+        # Kopia 0.22.3 leaves a paused source's status at IDLE and drops its next snapshot time.
+        verdict = last_health_output(system, container)
+        assert f"{source}: paused" in verdict or f"{source}: no next snapshot scheduled (paused" in verdict, verdict
         quiet_since = time.time() + 12  # a check already running may still ping once
         time.sleep(30)
         assert system.heartbeat is not None and system.heartbeat.pings_since(quiet_since) == 0
@@ -384,7 +387,7 @@ def test_a_paused_source_turns_the_host_unhealthy_stops_the_heartbeat_and_recove
             result = run_status(system)
             assert result.returncode == 1, result.stdout + result.stderr
             paused_row = next(line for line in result.stdout.splitlines() if source in line)
-            assert paused_row.endswith("paused")
+            assert "paused" in paused_row, paused_row
     finally:
         control(system, "sakamoto", "resume", "/backup/minio")
     wait_health(system, container, "healthy", 120)
