@@ -4,7 +4,7 @@ import pulumi
 import pulumi_docker as docker
 from pulumi_azure_native import authorization
 
-from components import hosts
+from components import hosts, render
 from components.config import HOST_KEYS, PROJECT, PROJECT_KEYS, ConfigError, load_namespace
 from components.kopia_node import KopiaNode, KopiaNodeArgs, KopiaSecrets
 from components.openlist import OpenList, OpenListArgs
@@ -61,7 +61,12 @@ kopia_secrets = config.kopia.secrets
 kopia = KopiaNode(
     "kopia",
     KopiaNodeArgs(
-        config=config,
+        host=host,
+        kopia=config.kopia,
+        repository=config.repository,
+        policy=config.policy,
+        image=config.images.kopia,
+        params=render.start_script_params(config),
         secrets=KopiaSecrets(
             repository_password=secrets.resolve(kopia_secrets.repository_password),
             server_username=secrets.resolve(kopia_secrets.server_username),

@@ -476,6 +476,16 @@ class OpenList(_Model):
 # ---------------------------------------------------------------- root
 
 
+def identity(username: str, hostname: str) -> str:
+    """A host's Kopia identity, `user@host`: what its snapshots and policies are filed under."""
+    return f"{username}@{hostname}"
+
+
+def is_maintenance_owner(maintenance_owner: str, host_identity: str) -> bool:
+    """Only the maintenance owner runs maintenance, and only it may create the repository."""
+    return maintenance_owner == host_identity
+
+
 class StackConfig(_Model):
     images: Images
     repository: Repository
@@ -487,7 +497,7 @@ class StackConfig(_Model):
 
     @property
     def identity(self) -> str:
-        return f"{self.repository.username}@{self.host.name}"
+        return identity(self.repository.username, self.host.name)
 
     @property
     def max_snapshot_age_seconds(self) -> int:
@@ -501,7 +511,7 @@ class StackConfig(_Model):
 
     @property
     def is_maintenance_owner(self) -> bool:
-        return self.repository.maintenance_owner == self.identity
+        return is_maintenance_owner(self.repository.maintenance_owner, self.identity)
 
 
 class ConfigError(Exception):

@@ -13,7 +13,7 @@ import pulumi_docker as docker
 import pulumi_tls as tls
 
 from components import render
-from components.config import StackConfig
+from components.config import Host, Kopia, Policy, Repository
 from components.remote_files import ConfigFiles
 
 
@@ -32,7 +32,14 @@ class KopiaSecrets:
 
 @dataclass(frozen=True)
 class KopiaNodeArgs:
-    config: StackConfig
+    """What one host's Kopia needs: its host, its Kopia settings, the shared repository and policy."""
+
+    host: Host
+    kopia: Kopia
+    repository: Repository
+    policy: Policy
+    image: str
+    params: render.StartScriptParams  # render.start_script_params(config)
     secrets: KopiaSecrets
     s3_endpoint: pulumi.Input[str]  # 'http://host:port'; may be a secret
     network_name: pulumi.Input[str]
@@ -40,21 +47,9 @@ class KopiaNodeArgs:
     ssh_target: str  # components.hosts.ssh_target(host)
 
 
-def start_script_params(config: StackConfig) -> render.StartScriptParams:
-    server = config.kopia.server
-    return render.StartScriptParams(
-        hostname=config.host.name,
-        username=config.repository.username,
-        maintenance_owner=config.repository.maintenance_owner,
-        port=server.port,
-        tls=not server.insecure,
-        refresh_interval=server.refresh_interval,
-        sources=tuple(str(s) for s in config.host_sources),
-        max_snapshot_age_seconds=config.max_snapshot_age_seconds,
-    )
-
-
 class KopiaNode(pulumi.ComponentResource):
+    """One host's Kopia server: a TLS certificate, its config files on the host, and its container."""
+
     server_url: pulumi.Output[str]
     tls_fingerprint: pulumi.Output[str | None]
     identity: pulumi.Output[str]
@@ -63,110 +58,31 @@ class KopiaNode(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: KopiaNodeArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("homelab:index:KopiaNode", name, None, opts)
-        config = args.config
-        host, server = config.host, config.kopia.server
-        params = start_script_params(config)
-        child = pulumi.ResourceOptions(parent=self)
-
-        files: dict[str, pulumi.Input[str]] = {}
-        storage = pulumi.Output.all(
-            args.s3_endpoint, args.secrets.s3_access_key_id, args.secrets.s3_secret_access_key
-        ).apply(lambda v: render.s3_storage(config.repository, v[0], v[1], v[2]))
-        files[render.REPOSITORY_CONFIG] = pulumi.Output.secret(storage.apply(render.render_repository_config))
-        files[render.STORAGE_TOKEN] = pulumi.Output.secret(storage.apply(render.render_storage_token))
-        files[render.POLICY_JSON] = render.render_policy_json(config.policy)
-        files[render.SECRETS_ENV] = pulumi.Output.secret(
-            pulumi.Output.all(
-                args.secrets.repository_password,
-                args.secrets.server_username,
-                args.secrets.server_password,
-                args.secrets.server_control_password,
-                args.secrets.heartbeat_url,
-            ).apply(lambda v: render.render_secrets_env(render.kopia_secret_variables(*v)))
-        )
-
-        fingerprint: pulumi.Output[str] | None = None
-        if params.tls:
-            # Generated once and kept in Pulumi state: the fingerprint is known before the
-            # server runs and survives container replacement.
-            key = tls.PrivateKey(f"{name}-tls-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
-            cert = tls.SelfSignedCert(
-                f"{name}-tls-cert",
-                private_key_pem=key.private_key_pem,
-                subject=tls.SelfSignedCertSubjectArgs(common_name=host.name, organization="homelab-backup"),
-                dns_names=[host.name, "localhost"],
-                ip_addresses=sorted({host.deploy_address, "127.0.0.1"}),
-                validity_period_hours=server.tls_validity_days * 24,
-                early_renewal_hours=30 * 24,
-                allowed_uses=["digital_signature", "key_encipherment", "server_auth"],
-                opts=child,
-            )
-            files[render.TLS_CERT] = cert.cert_pem
-            files[render.TLS_KEY] = pulumi.Output.secret(key.private_key_pem)
-            fingerprint = cert.cert_pem.apply(render.pem_sha256_fingerprint)
-
+        self._name, self._args = name, args
+        files = self._secret_and_policy_files()
+        certificate = self._tls_certificate() if args.params.tls else None
+        if certificate is not None:
+            files[render.TLS_CERT], files[render.TLS_KEY] = certificate
         config_files = ConfigFiles(
             f"{name}-config",
             ssh=args.ssh,
             target=args.ssh_target,
-            directory=host.config_dir,
+            directory=args.host.config_dir,
             files=files,
             secret_files=render.SECRET_FILES,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self),
         )
-        # Keyed by secrets.env, so the label may be plain: a preview shows which label changes.
-        names = sorted(files)
-        digest = pulumi.Output.unsecret(
-            pulumi.Output.all(*[files[f] for f in names]).apply(
-                lambda contents: render.content_digest(
-                    dict(zip(names, contents, strict=True)), key=contents[names.index(render.SECRETS_ENV)]
-                )
-            )
-        )
+        container = self._container(files, config_files)
 
-        image = docker.RemoteImage(f"{name}-image", name=config.images.kopia, keep_locally=True, opts=child)
-        data = host.kopia_dir
-        volumes = [
-            docker.ContainerVolumeArgs(host_path=host.config_dir, container_path=render.DEPLOY_DIR, read_only=True),
-            docker.ContainerVolumeArgs(host_path=f"{data}/cache", container_path=render.CACHE_DIR),
-            docker.ContainerVolumeArgs(host_path=f"{data}/logs", container_path=render.LOGS_DIR),
-            docker.ContainerVolumeArgs(host_path=f"{data}/state", container_path=render.STATE_DIR),
-        ] + [
-            docker.ContainerVolumeArgs(host_path=s.host_path, container_path=s.path, read_only=True)
-            for s in config.kopia.sources
-        ]
-        labels = render.homepage_labels(host.homepage_group, "kopia", "kopia.svg", "备份服务")
-        container = docker.Container(
-            f"{name}-container",
-            name=config.kopia.container_name,
-            image=image.image_id,
-            hostname=host.name,  # Kopia's notification templates use the OS hostname
-            restart="always",
-            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name)],
-            ports=[docker.ContainerPortArgs(internal=server.port, external=server.port, ip=host.deploy_address)],
-            volumes=volumes,
-            envs=[f"{k}={v}" for k, v in container_env(host.timezone).items()],
-            labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(labels.items())]
-            + [docker.ContainerLabelArgs(label="homelab-backup.config-sha256", value=digest)],
-            entrypoints=["/bin/sh", "-c", render.render_start_script(params), "kopia-start"],
-            healthcheck=docker.ContainerHealthcheckArgs(
-                # CMD-SHELL: Docker runs it with /bin/sh -c, like `docker run --health-cmd`.
-                tests=["CMD-SHELL", render.render_healthcheck(params)],
-                # Go's duration form, as the Docker provider reads them back: "60s" would be
-                # refreshed as "1m0s" and show as drift on every `pulumi refresh`.
-                interval=render.go_duration(config.kopia.health.check_interval_seconds),
-                timeout=render.go_duration(20),
-                start_period=render.go_duration(120),
-                retries=3,
-            ),
-            destroy_grace_seconds=60,  # let a running snapshot stop cleanly
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[config_files]),
-        )
-
+        host, params = args.host, args.params
         scheme = "https" if params.tls else "http"
-        self.server_url = pulumi.Output.from_input(f"{scheme}://{host.deploy_address}:{server.port}")
-        self.tls_fingerprint = fingerprint if fingerprint is not None else pulumi.Output.from_input(None)
-        self.identity = pulumi.Output.from_input(config.identity)
+        self.server_url = pulumi.Output.from_input(f"{scheme}://{host.deploy_address}:{params.port}")
+        self.tls_fingerprint = (
+            certificate[0].apply(render.pem_sha256_fingerprint)
+            if certificate is not None
+            else pulumi.Output.from_input(None)
+        )
+        self.identity = pulumi.Output.from_input(params.identity)
         self.sources = pulumi.Output.from_input(list(params.sources))
         self.container_name = container.name
         self.register_outputs(
@@ -177,6 +93,99 @@ class KopiaNode(pulumi.ComponentResource):
                 "sources": self.sources,
                 "container_name": self.container_name,
             }
+        )
+
+    def _secret_and_policy_files(self) -> dict[str, pulumi.Input[str]]:
+        """repository.config, storage.token, policy.json and secrets.env, rendered (components/render.py)."""
+        args = self._args
+        secrets = args.secrets
+        storage = pulumi.Output.all(args.s3_endpoint, secrets.s3_access_key_id, secrets.s3_secret_access_key).apply(
+            lambda v: render.s3_storage(args.repository, v[0], v[1], v[2])
+        )
+        return {
+            render.REPOSITORY_CONFIG: pulumi.Output.secret(storage.apply(render.render_repository_config)),
+            render.STORAGE_TOKEN: pulumi.Output.secret(storage.apply(render.render_storage_token)),
+            render.POLICY_JSON: render.render_policy_json(args.policy),
+            render.SECRETS_ENV: pulumi.Output.secret(
+                pulumi.Output.all(
+                    secrets.repository_password,
+                    secrets.server_username,
+                    secrets.server_password,
+                    secrets.server_control_password,
+                    secrets.heartbeat_url,
+                ).apply(lambda v: render.render_secrets_env(render.kopia_secret_variables(*v)))
+            ),
+        }
+
+    def _tls_certificate(self) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+        """(certificate PEM, secret key PEM). Generated once and kept in Pulumi state: the fingerprint is known
+        before the server runs and survives container replacement."""
+        host, child = self._args.host, pulumi.ResourceOptions(parent=self)
+        key = tls.PrivateKey(f"{self._name}-tls-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+        cert = tls.SelfSignedCert(
+            f"{self._name}-tls-cert",
+            private_key_pem=key.private_key_pem,
+            subject=tls.SelfSignedCertSubjectArgs(common_name=host.name, organization="homelab-backup"),
+            dns_names=[host.name, "localhost"],
+            ip_addresses=sorted({host.deploy_address, "127.0.0.1"}),
+            validity_period_hours=self._args.kopia.server.tls_validity_days * 24,
+            early_renewal_hours=30 * 24,
+            allowed_uses=["digital_signature", "key_encipherment", "server_auth"],
+            opts=child,
+        )
+        return cert.cert_pem, pulumi.Output.secret(key.private_key_pem)
+
+    def _container(self, files: dict[str, pulumi.Input[str]], config_files: ConfigFiles) -> docker.Container:
+        """The Kopia container: replaced whenever a config file changes (the digest label), so it restarts on them."""
+        args, name = self._args, self._name
+        host, kopia, params = args.host, args.kopia, args.params
+        child = pulumi.ResourceOptions(parent=self)
+        # Keyed by secrets.env, so the label may be plain: a preview shows which label changes.
+        names = sorted(files)
+        digest = pulumi.Output.unsecret(
+            pulumi.Output.all(*[files[f] for f in names]).apply(
+                lambda contents: render.content_digest(
+                    dict(zip(names, contents, strict=True)), key=contents[names.index(render.SECRETS_ENV)]
+                )
+            )
+        )
+        image = docker.RemoteImage(f"{name}-image", name=args.image, keep_locally=True, opts=child)
+        data = host.kopia_dir
+        volumes = [
+            docker.ContainerVolumeArgs(host_path=host.config_dir, container_path=render.DEPLOY_DIR, read_only=True),
+            docker.ContainerVolumeArgs(host_path=f"{data}/cache", container_path=render.CACHE_DIR),
+            docker.ContainerVolumeArgs(host_path=f"{data}/logs", container_path=render.LOGS_DIR),
+            docker.ContainerVolumeArgs(host_path=f"{data}/state", container_path=render.STATE_DIR),
+        ] + [
+            docker.ContainerVolumeArgs(host_path=s.host_path, container_path=s.path, read_only=True)
+            for s in kopia.sources
+        ]
+        labels = render.homepage_labels(host.homepage_group, "kopia", "kopia.svg", "备份服务")
+        return docker.Container(
+            f"{name}-container",
+            name=kopia.container_name,
+            image=image.image_id,
+            hostname=host.name,  # Kopia's notification templates use the OS hostname
+            restart="always",
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name)],
+            ports=[docker.ContainerPortArgs(internal=params.port, external=params.port, ip=host.deploy_address)],
+            volumes=volumes,
+            envs=[f"{k}={v}" for k, v in container_env(host.timezone).items()],
+            labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(labels.items())]
+            + [docker.ContainerLabelArgs(label="homelab-backup.config-sha256", value=digest)],
+            entrypoints=["/bin/sh", "-c", render.render_start_script(params), "kopia-start"],
+            healthcheck=docker.ContainerHealthcheckArgs(
+                # CMD-SHELL: Docker runs it with /bin/sh -c, like `docker run --health-cmd`.
+                tests=["CMD-SHELL", render.render_healthcheck(params)],
+                # Go's duration form, as the Docker provider reads them back: "60s" would be
+                # refreshed as "1m0s" and show as drift on every `pulumi refresh`.
+                interval=render.go_duration(kopia.health.check_interval_seconds),
+                timeout=render.go_duration(20),
+                start_period=render.go_duration(120),
+                retries=3,
+            ),
+            destroy_grace_seconds=60,  # let a running snapshot stop cleanly
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[config_files]),
         )
 
 

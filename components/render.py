@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from components.config import OPENLIST_EMPTY_FOLDER_MARKER, Policy, Repository
+from components.config import (
+    OPENLIST_EMPTY_FOLDER_MARKER,
+    Policy,
+    Repository,
+    StackConfig,
+    identity,
+    is_maintenance_owner,
+)
 
 # Where things live inside the Kopia container.
 DEPLOY_DIR = "/app/deploy"  # the host's config dir, mounted read-only
@@ -198,11 +205,26 @@ class StartScriptParams:
 
     @property
     def identity(self) -> str:
-        return f"{self.username}@{self.hostname}"
+        return identity(self.username, self.hostname)
 
     @property
     def is_maintenance_owner(self) -> bool:
-        return self.maintenance_owner == self.identity
+        return is_maintenance_owner(self.maintenance_owner, self.identity)
+
+
+def start_script_params(config: StackConfig) -> StartScriptParams:
+    """What the start script and the health check need of a stack's config."""
+    server = config.kopia.server
+    return StartScriptParams(
+        hostname=config.host.name,
+        username=config.repository.username,
+        maintenance_owner=config.repository.maintenance_owner,
+        port=server.port,
+        tls=not server.insecure,
+        refresh_interval=server.refresh_interval,
+        sources=tuple(str(s) for s in config.host_sources),
+        max_snapshot_age_seconds=config.max_snapshot_age_seconds,
+    )
 
 
 #: The start script's template: a shell file (lintable with shellcheck), its @MARKERS@ filled in below.

@@ -697,3 +697,21 @@ def test_one_problem_is_counted_in_the_singular():
     with pytest.raises(ConfigError) as info:
         load_stack_config(mutated(VPS, setter("host.name", "VPS")))
     assert str(info.value).startswith("invalid stack config (1 problem):\n  - homelab-backup:host.name: ")
+
+
+@pytest.mark.parametrize(
+    ("template", "fragment"),
+    [
+        ("https://vault.azure.net", "exactly once"),
+        ("https://{vault}.{vault}.net", "exactly once"),
+        ("https://{vault}.vault.azure.net/{x}", "no other braces"),
+        ("http://{vault}.vault.azure.net", "must be https://"),
+    ],
+)
+def test_key_vault_url_template_is_checked(template, fragment):
+    assert_only_problem(mutated(VPS, setter("keyVault.urlTemplate", template)), "keyVault.urlTemplate", fragment)
+
+
+def test_key_vault_url_template_may_be_plain_http_only_on_loopback():
+    config = load_stack_config(mutated(VPS, setter("keyVault.urlTemplate", "http://127.0.0.1:8200/{vault}")))
+    assert config.key_vault.url_template == "http://127.0.0.1:8200/{vault}"

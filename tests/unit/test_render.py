@@ -369,3 +369,14 @@ def test_homepage_labels_are_absent_without_a_group():
 )
 def test_go_duration_is_how_the_docker_provider_reads_durations_back(seconds, expected):
     assert render.go_duration(seconds) == expected
+
+
+def test_zero_retention_is_rendered_not_dropped():
+    """0 means "keep none of these" to Kopia; only unset values inherit from (global)."""
+    from components.config import Policy
+    from testbed.mocks import project_config
+
+    policy = Policy.model_validate({**project_config("policy"), "retention": {"keepHourly": 0, "keepDaily": 7}})
+    retention = json.loads(render.render_policy_json(policy))["shelken@vps:/backup/data"]["retention"]
+    assert retention["keepHourly"] == 0 and retention["keepDaily"] == 7
+    assert "keepWeekly" not in retention
