@@ -30,7 +30,7 @@ from typing import Any
 
 from testbed import infra
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "homelab-backup"
 ENGINE_ENV = "HOMELAB_ENGINE"  # auto (default): use the engine where it can run; require; off
 #: The resource plugins the program's providers need (azure-native is not needed with `config:` secrets).

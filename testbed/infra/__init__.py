@@ -135,5 +135,6 @@ from testbed.infra.ssh import (  # noqa: F401
     known_hosts_line,
     operator_agent,
     pinned_ssh_opts,
+    public_key,
     ssh_run,
 )

@@ -106,7 +106,7 @@ def _keygen(path: Path, comment: str) -> None:
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
 
 
-def _public_key(pub_path: Path) -> str:
+def public_key(pub_path: Path) -> str:
     """`type base64` without the comment."""
     kind, blob = pub_path.read_text().split()[:2]
     return f"{kind} {blob}"
@@ -184,7 +184,7 @@ class SshServer:
                     start_new_session=True,
                 )
             self._wait_banner(port, timeout)
-            host_key = _public_key(self.workdir / "ssh_host_ed25519_key.pub")
+            host_key = public_key(self.workdir / "ssh_host_ed25519_key.pub")
             self.host = SshHost(
                 address="127.0.0.1",
                 port=port,

@@ -96,7 +96,7 @@ def test_docker_over_ssh_fails_when_sshd_is_stopped() -> None:
 def test_docker_over_ssh_refuses_a_wrong_pinned_host_key(ssh_host: infra.SshHost, tmp_path: Path) -> None:
     impostor = tmp_path / "impostor_host_key"
     infra.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)])
-    wrong_line = infra.known_hosts_line("127.0.0.1", ssh_host.port, infra._public_key(impostor.with_suffix(".pub")))
+    wrong_line = infra.known_hosts_line("127.0.0.1", ssh_host.port, infra.public_key(impostor.with_suffix(".pub")))
     assert wrong_line != ssh_host.known_hosts_line
     with infra.SshDocker(ssh_host, known_hosts_line=wrong_line) as client:
         result = client.run("version", check=False, timeout=120)
