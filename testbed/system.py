@@ -136,6 +136,8 @@ class System:
     drift_while_waiting: str | None = None
     heartbeat: infra.HeartbeatReceiver | None = None  # e2e-sakamoto pings it after every healthy check
     _lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    _locked: bool = False
+    _made_networks: list[str] = field(default_factory=list)
     _workdir: Path | None = None
 
     def __post_init__(self) -> None:
@@ -188,7 +190,7 @@ class System:
 
     def overrides(self, stack: str, **extra: Any) -> dict[str, Any]:
         """What an operator sets with `pulumi config set` to point the test stack at this machine's sshd."""
-        host = stack_config(f"e2e-{stack}")["homelab-backup:host"]
+        host = extra.pop("homelab-backup:host", None) or stack_config(f"e2e-{stack}")["homelab-backup:host"]
         ssh = {
             **host["ssh"],
             "address": self.ssh_host.address,
@@ -232,7 +234,9 @@ class System:
 
     def prepare_host(self) -> None:
         """Fresh host dirs under BASE; holds the machine-wide run lock until `destroy()`."""
-        self._lock.enter_context(infra.exclusive_run(f"e2e stacks under {BASE}"))
+        if not self._locked:
+            self._lock.enter_context(infra.exclusive_run(f"e2e stacks under {BASE}"))
+            self._locked = True
         if BASE.exists():
             shutil.rmtree(BASE)
         for stack in ("vps", "sakamoto"):
@@ -244,6 +248,7 @@ class System:
         BASE.chmod(0o755)
 
     def deploy(self, openlist_admin_cls: Any) -> None:
+        """First deploy as the README gives it: vps, OpenList's first-deploy steps, then sakamoto."""
         self.prepare_host()
         self.up("vps")
         self.first_deploy_openlist(openlist_admin_cls)
@@ -251,6 +256,25 @@ class System:
             self.observe_drift_while_vps_waits()
         self.start_heartbeat_receiver()
         self.up("sakamoto")
+        self._make_oracle()
+
+    def deploy_in_reverse_order(self, openlist_admin_cls: Any) -> None:
+        """First deploy the other way round: sakamoto (the owner) before the VPS and its OpenList exist.
+
+        sakamoto's network belongs to its own compose stack on a real host; here both hosts share one
+        Docker engine, so the network is made first, by hand, and the VPS stack uses it as it is.
+        """
+        self.prepare_host()
+        infra.docker("network", "create", NETWORK)
+        self._made_networks.append(NETWORK)
+        self.start_heartbeat_receiver()
+        self.up("sakamoto")  # its S3 endpoint does not exist yet: Kopia fails loudly and retries
+        vps_host = {**_HOST["vps"], "network": {**_HOST["vps"]["network"], "create": False}}
+        self.up("vps", **{"homelab-backup:host": vps_host})
+        self.first_deploy_openlist(openlist_admin_cls)
+        self._make_oracle()
+
+    def _make_oracle(self) -> None:
         workdir = BASE / "oracle"
         workdir.mkdir()
         self.oracle = Kopia(
@@ -263,8 +287,11 @@ class System:
 
     def start_heartbeat_receiver(self) -> None:
         """A local receiver at the address containers on the stacks' network reach this machine by."""
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         self.heartbeat = infra.HeartbeatReceiver()
-        gateway = self.docker("network", "inspect", "--format", "{{(index .IPAM.Config 0).Gateway}}", NETWORK)
+        # this machine is the test stacks' host: its own docker CLI sees the network
+        gateway = infra.docker("network", "inspect", "--format", "{{(index .IPAM.Config 0).Gateway}}", NETWORK)
         self.secrets["heartbeatUrl"] = self.heartbeat.url(gateway.stdout.strip())
 
     def observe_drift_while_vps_waits(self) -> None:
@@ -319,6 +346,8 @@ class System:
         try:
             self.destroy_stacks()
         finally:
+            for network in self._made_networks:
+                infra.docker("network", "rm", network, check=False)
             subprocess.run(["rm", "-rf", str(BASE)], check=False)
             if self._workdir is not None:
                 shutil.rmtree(self._workdir, ignore_errors=True)

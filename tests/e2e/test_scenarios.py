@@ -628,3 +628,24 @@ def test_logs_name_what_to_do(system: System):
     for phrase in ("invalid repository password", "only shelken@sakamoto creates it", "refusing to create"):
         assert phrase in readme
     assert re.search(r"kopia-start: FATAL", readme)
+
+
+def test_first_deploy_in_the_other_order_converges(system: System):
+    """`pulumi up --stack sakamoto` before the VPS and its OpenList exist: it succeeds, sakamoto's Kopia fails
+    loudly until its endpoint answers, then creates the repository by itself once the VPS is up."""
+    system.destroy_stacks()  # idempotent: the destroy test above already removed both stacks
+    system.deploy_in_reverse_order(infra.OpenListAdmin)
+    wait_for("the repository to exist", lambda: system.oracle.connect().returncode == 0, 300, interval=5)
+    for stack in ("vps", "sakamoto"):
+        system.wait_healthy(KOPIA[stack], timeout=300)
+    sakamoto_log = system.logs(KOPIA["sakamoto"])
+    assert "cannot connect to the repository" in sakamoto_log, "it failed loudly while its endpoint was missing"
+    assert "creating it as shelken@sakamoto" in sakamoto_log
+    assert "creating it" not in system.logs(KOPIA["vps"])
+    wait_for(
+        "scheduled snapshots of all three sources",
+        lambda: set(ALL_SOURCES) <= snapshot_sources(system),
+        300,
+        interval=10,
+    )
+    system.destroy_stacks()
