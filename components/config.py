@@ -546,19 +546,30 @@ def _pydantic_problems(error: ValidationError) -> list[tuple[str, str]]:
     return problems
 
 
-def _consistency_problems(config: StackConfig) -> list[tuple[str, str]]:
-    """Rules that span keys: what is scheduled must be mounted, and the other way round."""
-    problems: list[tuple[str, str]] = []
-    mounted = {s.path: i for i, s in enumerate(config.kopia.sources)}
-    scheduled = {str(s) for s in config.policy.sources}
-    hosts_in_policy = {s.host for s in config.policy.sources}
+Problem = tuple[str, str]  # (fully qualified key, message)
 
-    seen_targets: set[str] = set()
+
+def _consistency_problems(config: StackConfig) -> list[Problem]:
+    """Rules that span keys, each on its own below; every problem names its key."""
+    return [
+        *_policy_sources_are_mounted(config),
+        *_mounts_are_scheduled_and_safe(config),
+        *_maintenance_owner_is_a_policy_host(config),
+        *_s3_endpoint_only_without_openlist(config),
+        *_published_ports_do_not_collide(config),
+    ]
+
+
+def _policy_sources_are_mounted(config: StackConfig) -> list[Problem]:
+    """Each policy source is listed once, under the repository's user, and this host's are mounted."""
+    problems: list[Problem] = []
+    mounted = {s.path for s in config.kopia.sources}
+    seen: set[str] = set()
     for i, target in enumerate(config.policy.sources):
         key = f"{PROJECT}:policy.sources[{i}]"
-        if str(target) in seen_targets:
+        if str(target) in seen:
             problems.append((key, f"'{target}' is listed twice"))
-        seen_targets.add(str(target))
+        seen.add(str(target))
         if target.user != config.repository.username:
             problems.append(
                 (key, f"user '{target.user}' differs from repository.username '{config.repository.username}'")
@@ -571,17 +582,24 @@ def _consistency_problems(config: StackConfig) -> list[tuple[str, str]]:
                     f" (mounted: {', '.join(sorted(mounted)) or 'nothing'}); add it to kopia.sources",
                 )
             )
+    return problems
 
-    seen_paths: set[str] = set()
+
+def _mounts_are_scheduled_and_safe(config: StackConfig) -> list[Problem]:
+    """Each mount is scheduled, mounted once, outside Kopia's own dirs, and its host path holds neither
+    Kopia's cache/logs nor the config dir (they would be backed up)."""
+    problems: list[Problem] = []
+    scheduled = {str(s) for s in config.policy.sources}
+    kopia_dir, config_dir = config.host.kopia_dir, config.host.config_dir
+    seen: set[str] = set()
     for i, source in enumerate(config.kopia.sources):
         key = f"{PROJECT}:kopia.sources[{i}].path"
-        if source.path in seen_paths:
+        host_path_key = f"{PROJECT}:kopia.sources[{i}].hostPath"
+        if source.path in seen:
             problems.append((key, f"{source.path} is mounted twice"))
-        seen_paths.add(source.path)
+        seen.add(source.path)
         if any(_is_within(source.path, d) for d in KOPIA_RESERVED_DIRS):
             problems.append((key, f"{source.path} is inside Kopia's own directories {KOPIA_RESERVED_DIRS}"))
-        host_path_key = f"{PROJECT}:kopia.sources[{i}].hostPath"
-        kopia_dir, config_dir = config.host.kopia_dir, config.host.config_dir
         if _is_within(kopia_dir, source.host_path) or _is_within(source.host_path, kopia_dir):
             problems.append(
                 (
@@ -601,32 +619,39 @@ def _consistency_problems(config: StackConfig) -> list[tuple[str, str]]:
         target = f"{config.identity}:{source.path}"
         if target not in scheduled:
             problems.append((key, f"{source.path} is mounted but never backed up: add '{target}' to policy.sources"))
+    return problems
 
+
+def _maintenance_owner_is_a_policy_host(config: StackConfig) -> list[Problem]:
     owner = config.repository.maintenance_owner
-    owner_host = owner.partition("@")[2]
-    if owner.partition("@")[0] != config.repository.username or owner_host not in hosts_in_policy:
-        problems.append(
-            (
-                f"{PROJECT}:repository.maintenanceOwner",
-                f"'{owner}' must be <username>@<host> of a host in policy.sources"
-                f" ({', '.join(sorted(f'{config.repository.username}@{h}' for h in hosts_in_policy))})",
-            )
+    user, _, owner_host = owner.partition("@")
+    hosts_in_policy = {s.host for s in config.policy.sources}
+    if user == config.repository.username and owner_host in hosts_in_policy:
+        return []
+    choices = ", ".join(sorted(identity(config.repository.username, h) for h in hosts_in_policy))
+    return [
+        (
+            f"{PROJECT}:repository.maintenanceOwner",
+            f"'{owner}' must be <username>@<host> of a host in policy.sources ({choices})",
         )
+    ]
 
-    s3_endpoint_key = f"{PROJECT}:kopia.s3.endpoint"
+
+def _s3_endpoint_only_without_openlist(config: StackConfig) -> list[Problem]:
+    """A stack with OpenList reaches it over the Docker network; one without must name its endpoint."""
+    key = f"{PROJECT}:kopia.s3.endpoint"
     if config.openlist is not None and config.kopia.s3.endpoint is not None:
-        problems.append(
-            (
-                s3_endpoint_key,
-                "must be omitted on a stack that deploys OpenList: Kopia reaches it over the Docker network",
-            )
-        )
+        return [(key, "must be omitted on a stack that deploys OpenList: Kopia reaches it over the Docker network")]
     if config.openlist is None and config.kopia.s3.endpoint is None:
-        problems.append((s3_endpoint_key, "is required when this stack does not deploy OpenList"))
+        return [(key, "is required when this stack does not deploy OpenList")]
+    return []
 
+
+def _published_ports_do_not_collide(config: StackConfig) -> list[Problem]:
     ports = {"kopia.server.port": config.kopia.server.port}
     if config.openlist is not None:
         ports |= {"openlist.webPort": config.openlist.web_port, "openlist.s3Port": config.openlist.s3_port}
+    problems: list[Problem] = []
     first_user: dict[int, str] = {}
     for name, port in ports.items():
         if port in first_user:

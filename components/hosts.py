@@ -12,11 +12,15 @@ from __future__ import annotations
 from components.config import Host
 
 
+def known_hosts_entry(address: str, port: int, host_key: str) -> str:
+    """The known_hosts line ssh looks up for `address:port`: '[address]:port' on a port other than 22."""
+    pattern = address if port == 22 else f"[{address}]:{port}"
+    return f"{pattern} {host_key}"
+
+
 def known_hosts_line(host: Host) -> str:
-    """The known_hosts entry of the pinned key; non-default ports use the '[address]:port' form."""
-    ssh = host.ssh
-    pattern = ssh.address if ssh.port == 22 else f"[{ssh.address}]:{ssh.port}"
-    return f"{pattern} {ssh.host_key}"
+    """The known_hosts entry of the host's pinned key."""
+    return known_hosts_entry(host.ssh.address, host.ssh.port, host.ssh.host_key)
 
 
 def docker_host_url(host: Host) -> str:

@@ -56,6 +56,31 @@ MADE_BY_THE_MOCKS = {"tls:index/privateKey:PrivateKey", "tls:index/selfSignedCer
 TRANSLATED = {CONTAINER, IMAGE, NETWORK, DOCKER_PROVIDER, *DYNAMIC_PROVIDERS, *MADE_BY_THE_MOCKS}
 
 
+def dependency_order(resources: list[Recorded]) -> list[Recorded]:
+    """`resources` so that each comes after every one it depends on (explicit `depends_on` and the
+    resources its inputs come from: what the engine sends as the registration's dependencies)."""
+    by_name = {r.name: r for r in resources}
+    ordered: list[Recorded] = []
+    visiting: set[str] = set()
+
+    def visit(resource: Recorded) -> None:
+        if resource in ordered:
+            return
+        if resource.name in visiting:
+            raise RuntimeError(f"dependency cycle through {resource.name}")
+        visiting.add(resource.name)
+        for urn in resource.options.get("depends_on", []):
+            dependency = by_name.get(urn.rsplit("::", 1)[-1])
+            if dependency is not None:
+                visit(dependency)
+        visiting.discard(resource.name)
+        ordered.append(resource)
+
+    for resource in sorted(resources, key=lambda r: r.name):
+        visit(resource)
+    return ordered
+
+
 def _spec_hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -121,13 +146,15 @@ class Deployment:
             if self.docker("network", "inspect", name, check=False).returncode != 0:
                 self.docker("network", "create", name)
                 self.networks.append(name)
-        # Files and dirs before containers: the program makes every container depend on them.
-        for typ in DYNAMIC_PROVIDERS:
-            for resource in sorted(run.by_type(typ), key=lambda r: r.name):
+        # In the program's own dependency order, as the engine would (files and dirs before the
+        # containers that depend on them, OpenList before the Kopia whose endpoint it is).
+        for resource in dependency_order(
+            [r for r in run.resources if r.typ in DYNAMIC_PROVIDERS or r.typ == CONTAINER]
+        ):
+            if resource.typ == CONTAINER:
+                self._apply_container(resource, images)
+            else:
                 self._apply_dynamic(resource)
-        # OpenList before Kopia: dependency order of the program (Kopia's endpoint is OpenList).
-        for container in sorted(run.by_type(CONTAINER), key=lambda r: "kopia" in r.name):
-            self._apply_container(container, images)
 
     def _apply_dynamic(self, resource: Recorded) -> None:
         """What the engine does with a dynamic resource: create, or diff and then update or replace."""

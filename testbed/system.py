@@ -19,7 +19,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -50,8 +49,7 @@ ALL_SOURCES = list(_CONFIG["vps"]["homelab-backup:policy"]["sources"])
 S3_ENDPOINT = f"{ADDRESS['vps']}:{_OPENLIST['s3Port']}"  # OpenList's S3 port as published on the VPS address
 
 
-def say(message: str) -> None:
-    print(f"[e2e] {message}", file=sys.__stderr__, flush=True)
+say = infra.say
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 2.0) -> Any:

@@ -115,6 +115,7 @@ from testbed.infra.process import (  # noqa: F401
     free_port,
     progress,
     run,
+    say,
     set_progress_writer,
     tail_file,
     timed,

@@ -40,6 +40,11 @@ def progress(message: str) -> None:
     _progress_writer(f"[e2e setup] {message}")
 
 
+def say(message: str) -> None:
+    """One `[e2e] ...` line about the system under test (which tier, how long an `up` took), on the terminal."""
+    _progress_writer(f"[e2e] {message}")
+
+
 @contextlib.contextmanager
 def timed(step: str, *, announce: bool = False) -> Iterator[None]:
     """Report how long `step` took (`[e2e setup] <step>: <seconds>s`); `announce` also reports its start."""

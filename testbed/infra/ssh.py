@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.hosts import known_hosts_entry
 from testbed.infra.gate import E2EError
 from testbed.infra.pins import NAME_PREFIX, OPENLIST_UID, SSH_USER
 from testbed.infra.process import free_port, run, tail_file, timed, wait_until
@@ -112,10 +113,8 @@ def public_key(pub_path: Path) -> str:
     return f"{kind} {blob}"
 
 
-def known_hosts_line(address: str, port: int, public_key: str) -> str:
-    """The known_hosts line ssh looks up for `address:port` (bracketed when not port 22)."""
-    host = address if port == 22 else f"[{address}]:{port}"
-    return f"{host} {public_key}"
+#: the program's own rule for known_hosts lines (components/hosts.py)
+known_hosts_line = known_hosts_entry
 
 
 SSHD_CONFIG = """\

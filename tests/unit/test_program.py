@@ -447,3 +447,15 @@ def test_a_host_on_another_ssh_port_is_reached_there_by_every_resource(key_vault
     for resource in run.by_type(REMOTE_FILE) + run.by_type(OWNED_DIRECTORY):
         assert resource.inputs["ssh"][-3:] == ["-p", "2222", "shelken@vps.example.net"]
         assert resource.inputs["target"] == "shelken@vps.example.net:2222"
+
+
+def test_the_adapter_applies_in_the_programs_dependency_order(vps):
+    """The e2e adapter tier orders by the dependencies the program registers, as the engine does."""
+    from testbed.adapter import DYNAMIC_PROVIDERS, dependency_order
+
+    applied = [r for r in vps.resources if r.typ in DYNAMIC_PROVIDERS or r.typ == CONTAINER]
+    order = [r.name for r in dependency_order(applied)]
+    assert order.index("openlist-data-dir") < order.index("openlist-container")
+    # Kopia's endpoint is OpenList's container name: its storage file and container come after it.
+    assert order.index("openlist-container") < order.index("kopia-config-repository-config")
+    assert order[-1] == "kopia-container"
