@@ -11,7 +11,7 @@ timed() { local start=$SECONDS; "$@"; step "  done in $((SECONDS - start))s"; }
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=()
     command -v dockerd >/dev/null || missing+=(docker.io)  # any Docker engine will do
-    for package in openssh-server openssh-client busybox-static zstd debootstrap; do
+    for package in openssh-server openssh-client busybox-static zstd debootstrap shellcheck; do
         dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
     done
     if [ ${#missing[@]} -gt 0 ]; then

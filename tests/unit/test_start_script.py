@@ -242,7 +242,20 @@ def test_policy_import_failure_stops_before_the_server(env_dirs):
     assert "cannot import" in line and "invalid character" in line
 
 
-def test_script_is_valid_posix_sh():
-    params = render.StartScriptParams("vps", "shelken", "shelken@sakamoto", 51515, True, "5m", ("shelken@vps:/x",))
-    for script in (render.render_start_script(params), render.render_healthcheck(params)):
+@pytest.mark.parametrize("tls", [True, False])
+def test_rendered_scripts_are_valid_posix_sh_and_pass_shellcheck(tls):
+    """The start script and the health check as the containers get them (dash upstream, busybox or dash here)."""
+    import shutil
+
+    params = render.StartScriptParams("vps", "shelken", "shelken@sakamoto", 51515, tls, "5m", ("shelken@vps:/x",))
+    scripts = (render.render_start_script(params), render.render_healthcheck(params))
+    for script in scripts:
         subprocess.run(["sh", "-n", "-c", script], check=True)
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (./scripts/setup.sh installs it): only `sh -n` ran")
+    for script in scripts:
+        # SC1091: the sourced secrets.env exists only in the container.
+        lint = subprocess.run(
+            ["shellcheck", "-s", "sh", "-e", "SC1091", "-"], input=script, capture_output=True, text=True, check=False
+        )
+        assert lint.returncode == 0, lint.stdout
