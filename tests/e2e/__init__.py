@@ -1,1 +1,1 @@
-"""End-to-end tests: the program against a real Docker engine, sshd, Kopia and OpenList (see infra.py)."""
+"""End-to-end tests: the program against a real Docker engine, sshd, Kopia and OpenList (see testbed/)."""

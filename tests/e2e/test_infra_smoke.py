@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import secrets
 import subprocess
 from pathlib import Path
@@ -46,7 +47,7 @@ def test_ssh_host_logs_in_with_the_pinned_key_as_a_docker_user(ssh_host: infra.S
     result = infra.ssh_run(ssh_host, "id -un; id -Gn; echo $HOME")
     user, groups, home = result.stdout.splitlines()
     assert user == infra.SSH_USER
-    assert infra.pwd.getpwnam(user).pw_uid != infra.OPENLIST_UID  # its files must not pass for OpenList's
+    assert pwd.getpwnam(user).pw_uid != infra.OPENLIST_UID  # its files must not pass for OpenList's
     assert "docker" in groups.split()
     assert home.startswith("/home/")
     assert ssh_host.known_hosts_line == f"[127.0.0.1]:{ssh_host.port} {ssh_host.host_public_key}"
