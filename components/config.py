@@ -522,7 +522,9 @@ class ConfigError(Exception):
         lines = "\n".join(f"  - {key}: {message}" for key, message in problems)
         super().__init__(
             f"invalid stack config ({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n{lines}\n"
-            "Fix them with 'pulumi config set --path ...' or in Pulumi.yaml / Pulumi.<stack>.yaml, then preview again."
+            f"Fix them in Pulumi.yaml ({', '.join(PROJECT_KEYS)}: shared by every host) or in "
+            f"Pulumi.<stack>.yaml ({', '.join(HOST_KEYS)}), then preview again. Not 'pulumi config set --path' on a "
+            "Pulumi.yaml key: the stack's value would replace the whole shared object."
         )
 
 

@@ -667,9 +667,9 @@ def test_several_independent_errors_are_all_reported():
     assert message.startswith(f"invalid stack config ({len(expected)} problems):\n")
     for key, problem in info.value.problems:
         assert f"  - {key}: {problem}\n" in message
-    assert "pulumi config set --path" in message
-    assert "Pulumi.yaml / Pulumi.<stack>.yaml" in message
-    assert message.rstrip().endswith("then preview again.")
+    assert "Fix them in Pulumi.yaml (images, repository, policy, keyVault" in message
+    assert "or in Pulumi.<stack>.yaml (host, kopia, openlist), then preview again." in message
+    assert "would replace the whole shared object" in message
     assert "hunter2" not in message
 
 
