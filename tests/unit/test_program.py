@@ -303,39 +303,41 @@ def test_no_stack_output_holds_a_secret(stack, key_vault):
     assert run.secret_outputs == set()
 
 
-def test_config_secrets_instead_of_key_vault(key_vault):
-    """A stack without Key Vault: every reference is `config:<key>`; no Azure token is requested."""
-
+def config_secret_run(*, tls: bool = True, **secret_values: str) -> ProgramRun:
+    """sakamoto with every reference a `config:` secret, so a test can change one secret value."""
     kopia = stack_config("sakamoto")["homelab-backup:kopia"]
-    refs = {
-        "s3": {"endpoint": "config:s3Endpoint", "accessKeyId": "config:s3Key", "secretAccessKey": "config:s3Secret"},
+    names = {
+        "s3": {"endpoint": "s3Endpoint", "accessKeyId": "s3Key", "secretAccessKey": "s3Secret"},
         "secrets": {
-            "repositoryPassword": "config:repoPassword",
-            "serverUsername": "config:uiUser",
-            "serverPassword": "config:uiPassword",
-            "serverControlPassword": "config:controlPassword",
+            "repositoryPassword": "repoPassword",
+            "serverUsername": "uiUser",
+            "serverPassword": "uiPassword",
+            "serverControlPassword": "controlPassword",
         },
     }
-    run = run_program(
+    refs = {group: {k: f"config:{v}" for k, v in fields.items()} for group, fields in names.items()}
+    values = {v: f"value-of-{v}" for fields in names.values() for v in fields.values()}
+    values["s3Endpoint"] = "http://s3.example.net:5246"
+    # tls=False for runs compared with each other: the mocks make a new key at every run, where the TLS
+    # provider keeps one in state.
+    insecure = {} if tls else {"server": {**kopia.get("server", {}), "insecure": True}}
+    return run_program(
         "sakamoto",
-        overrides={"homelab-backup:kopia": {**kopia, **refs}},
-        secrets={
-            "s3Endpoint": "https://s3.example.net",
-            "s3Key": "cfg-key-1",
-            "s3Secret": "cfg-secret-2",
-            "repoPassword": "cfg-repo-3",
-            "uiUser": "cfg-user-4",
-            "uiPassword": "cfg-ui-5",
-            "controlPassword": "cfg-control-6",
-        },
+        overrides={"homelab-backup:kopia": {**kopia, **refs, **insecure}},
+        secrets={**values, **secret_values},
     )
+
+
+def test_config_secrets_instead_of_key_vault(key_vault):
+    """A stack without Key Vault: every reference is `config:<key>`; no Azure token is requested."""
+    run = config_secret_run(s3Endpoint="https://s3.example.net")
     assert not [c for c in run.mocks.calls if c[0].startswith("azure-native:")]
     storage = json.loads(file_content(run, render.REPOSITORY_CONFIG))["storage"]["config"]
     assert storage["endpoint"] == "s3.example.net"
     assert "doNotUseTLS" not in storage
     plain = [s for r in run.resources for s in plain_strings(r.inputs) + plain_strings(r.outputs)]
-    for secret in ("cfg-key-1", "cfg-secret-2", "cfg-repo-3", "cfg-ui-5", "cfg-control-6"):
-        assert not [s for s in plain if secret in s]
+    for name in ("s3Key", "s3Secret", "repoPassword", "uiPassword", "controlPassword"):
+        assert not [s for s in plain if f"value-of-{name}" in s]
 
 
 # ---------------------------------------------------------------- bad input
@@ -396,39 +398,15 @@ def test_a_new_hosts_stack_file_is_picked_up_by_every_parametrized_test(tmp_path
     assert set(committed_stacks()) >= {"vps", "sakamoto"}
 
 
-def config_secret_run(**secret_values: str) -> ProgramRun:
-    """sakamoto with every reference a `config:` secret, so a test can change one secret value."""
-    kopia = stack_config("sakamoto")["homelab-backup:kopia"]
-    names = {
-        "s3": {"endpoint": "s3Endpoint", "accessKeyId": "s3Key", "secretAccessKey": "s3Secret"},
-        "secrets": {
-            "repositoryPassword": "repoPassword",
-            "serverUsername": "uiUser",
-            "serverPassword": "uiPassword",
-            "serverControlPassword": "controlPassword",
-        },
-    }
-    refs = {group: {k: f"config:{v}" for k, v in fields.items()} for group, fields in names.items()}
-    values = {v: f"value-of-{v}" for fields in names.values() for v in fields.values()}
-    values["s3Endpoint"] = "http://s3.example.net:5246"
-    # Without TLS: the mocks make a new key at every run, where the TLS provider keeps one in state.
-    insecure = {"server": {**kopia.get("server", {}), "insecure": True}}
-    return run_program(
-        "sakamoto",
-        overrides={"homelab-backup:kopia": {**kopia, **refs, **insecure}},
-        secrets={**values, **secret_values},
-    )
-
-
 @pytest.mark.parametrize("changed", ["repoPassword", "controlPassword", "s3Secret", "s3Endpoint"])
 def test_the_restart_digest_covers_every_file_secrets_included(changed):
     """A changed secret changes a file, so the label, so the container: Kopia restarts with the new value."""
     digest = "homelab-backup.config-sha256"
-    before = labels_of(config_secret_run().one(CONTAINER, "kopia-container"))[digest]
-    again = labels_of(config_secret_run().one(CONTAINER, "kopia-container"))[digest]
+    before = labels_of(config_secret_run(tls=False).one(CONTAINER, "kopia-container"))[digest]
+    again = labels_of(config_secret_run(tls=False).one(CONTAINER, "kopia-container"))[digest]
     assert before == again, "same files, same label: no restart on an unchanged `pulumi up`"
     value = "http://other.example.net:5246" if changed == "s3Endpoint" else "another-value"
-    after = labels_of(config_secret_run(**{changed: value}).one(CONTAINER, "kopia-container"))[digest]
+    after = labels_of(config_secret_run(tls=False, **{changed: value}).one(CONTAINER, "kopia-container"))[digest]
     assert after != before
 
 
