@@ -132,8 +132,8 @@ class EngineDeployment:
 
     @property
     def env(self) -> dict[str, str]:
-        plugin_dirs = [str(p.parent) for name in REQUIRED_PLUGINS if (p := find_plugin(name)) and shutil.which(p.name)]
-        path = [str(self.cli_root / "bin"), *plugin_dirs, str(Path(sys.executable).parent), os.environ["PATH"]]
+        # The CLI first; the provider plugins are where `find_plugin` found them (PATH or the plugin cache).
+        path = [str(self.cli_root / "bin"), str(Path(sys.executable).parent), os.environ["PATH"]]
         return {
             "PULUMI_BACKEND_URL": f"file://{self.backend_dir}",
             "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
