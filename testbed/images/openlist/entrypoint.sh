@@ -1,15 +1,30 @@
 #!/bin/sh
-# Entrypoint of the e2e stand-in for ghcr.io/openlistteam/openlist-git (written for this project).
-# It does what the upstream image's entrypoint does for a deployer: apply $UMASK, refuse a data
-# dir this user cannot write, and run the server reading its settings from the environment
-# without a prefix (S3_ENABLE, S3_PORT, HTTP_PORT, ...). Upstream's optional aria2 service is left out.
-umask "${UMASK:-022}"
-if [ "${1:-}" = version ]; then
-    exec ./openlist version
-fi
-if [ -d ./data ] && { [ ! -w ./data ] || [ ! -x ./data ]; }; then
-    echo "Error: Current user does not have write and/or execute permissions for the ./data directory: $(pwd)/data" >&2
-    echo "Make it owned by uid $(id -u) (the deployer's job), then start again. Exiting..." >&2
+# Entrypoint of the e2e stand-in for ghcr.io/openlistteam/openlist-git:v4.2.5, kept line for line to
+# upstream's entrypoint.sh at that tag: `umask ${UMASK}` (the image sets UMASK=022), the `version`
+# subcommand, the refusal of a data dir this user cannot write (same message, on stdout), then
+# `exec ./openlist server --no-prefix`. The one difference: upstream's optional aria2 service (runsvdir)
+# is not in this image, so RUN_ARIA2=true is refused instead of started.
+
+umask ${UMASK}
+
+if [ "$1" = "version" ]; then
+  ./openlist version
+else
+  # Check file of /opt/openlist/data permissions for current user
+  if [ -d ./data ]; then
+    if ! [ -w ./data ] || ! [ -x ./data ]; then
+  cat <<EOT
+Error: Current user does not have write and/or execute permissions for the ./data directory: $(pwd)/data
+Please visit https://doc.oplist.org/guide/installation/docker#for-version-after-v4-1-0 for more information.
+Exiting...
+EOT
+      exit 1
+    fi
+  fi
+
+  if [ "$RUN_ARIA2" = "true" ]; then
+    echo "RUN_ARIA2=true: this test image has no aria2 service. Exiting..."
     exit 1
+  fi
+  exec ./openlist server --no-prefix
 fi
-exec ./openlist server --no-prefix
