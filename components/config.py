@@ -458,6 +458,23 @@ class KopiaHealth(_Model):
     )
 
 
+class KopiaDrill(_Model):
+    interval_seconds: int = Field(
+        default=86400,
+        alias="intervalSeconds",
+        ge=60,
+        le=30 * 86400,
+        description="how often the container verifies its latest snapshots (`kopia snapshot verify`)",
+    )
+    files_percent: float = Field(
+        default=1.0,
+        alias="filesPercent",
+        gt=0,
+        le=100,
+        description="which share of the files each drill downloads and checks",
+    )
+
+
 class Kopia(_Model):
     container_name: str = Field(default="kopia", alias="containerName", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
     sources: list[BackupSource] = Field(min_length=1)
@@ -465,6 +482,7 @@ class Kopia(_Model):
     secrets: KopiaSecrets
     server: KopiaServer = Field(default_factory=KopiaServer)
     health: KopiaHealth = Field(default_factory=KopiaHealth)
+    drill: KopiaDrill = Field(default_factory=KopiaDrill)
 
 
 class OpenList(_Model):

@@ -4,6 +4,7 @@
 # not paused, has a next snapshot time, its last snapshot is complete and error-free, and that snapshot
 # is younger than @MAX_AGE_SECONDS@s (two intervals plus a margin). A source that is uploading counts
 # as healthy while it uploads. A snapshot that fails outright writes no manifest, so it shows as stale.
+# The last restore drill (see the start script) must have passed, within two drill intervals plus a margin.
 # Prints one line per problem (Docker keeps them in `docker inspect`), or one "healthy" line. A healthy
 # check then pings the heartbeat URL, if one is configured: when pings stop, the monitoring service alerts
 # (a dead host, a crash-looping container and stale sources alike, since then no check passes).
@@ -25,6 +26,23 @@ verdict=$(printf '%s\n' "$sources" | awk -v now="$(date +%s)" -v started="$start
 healthy=$?
 printf '%s\n' "$verdict"
 [ "$healthy" -eq 0 ] || exit 1
+
+# The restore drill (the start script runs it): its last result must be "ok" and recent enough.
+if read -r outcome at when message < @STATE_DIR@/restore-drill 2>/dev/null; then
+    age=$(( $(date +%s) - at ))
+    if [ "$outcome" != ok ]; then
+        echo "restore drill failed at $when: $message"
+        exit 1
+    fi
+    if [ "$age" -gt @MAX_DRILL_AGE_SECONDS@ ]; then
+        echo "restore drill overdue: the last one passed ${age}s ago, at $when"
+        exit 1
+    fi
+    echo "restore drill passed at $when"
+elif [ $(( $(date +%s) - started )) -gt @MAX_DRILL_AGE_SECONDS@ ]; then
+    echo "no restore drill since the server started"
+    exit 1
+fi
 
 if [ -n "${@HEARTBEAT_URL_VARIABLE@:-}" ]; then
     # The URL holds its token: curl reads it from stdin (a config line), never from its command line.

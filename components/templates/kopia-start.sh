@@ -70,6 +70,23 @@ out=$(kopia policy import --from-file "$DEPLOY/@POLICY_JSON@" 2>&1) ||
     die "cannot import $DEPLOY/@POLICY_JSON@: $(kopia_error "$out")"
 log "imported policy.json; this host backs up: @SOURCES@"
 
+# The restore drill: every @DRILL_INTERVAL@s, Kopia verifies this host's latest snapshots and reads back
+# @DRILL_PERCENT@% of their files (`kopia snapshot verify`). The result, one line, is what the health check
+# reads: "ok|failed <epoch> <UTC time> [Kopia's error]". Its own output stays out of the container log.
+restore_drill() {
+    while sleep @DRILL_INTERVAL@; do
+        at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+        if out=$(kopia snapshot verify --verify-files-percent=@DRILL_PERCENT@ @DRILL_SOURCES@ 2>&1); then
+            result="ok $(date +%s) $at"
+        else
+            result="failed $(date +%s) $at $(kopia_error "$out")"
+        fi
+        printf '%s\n' "$result" > "$DRILL_RESULT.tmp" && mv -f "$DRILL_RESULT.tmp" "$DRILL_RESULT"
+    done
+}
+DRILL_RESULT=@STATE_DIR@/restore-drill
+( exec </dev/null >/dev/null 2>&1; restore_drill ) &  # exec: dash keeps no copy of the log fds
+
 log "starting the Kopia server on port @PORT@ (@SCHEME@)"
 exec kopia server start --address=0.0.0.0:@PORT@ @TLS_FLAGS@ \
     --refresh-interval=@REFRESH_INTERVAL@ --shutdown-grace-period=30s

@@ -607,6 +607,38 @@ def test_endpoint_down_at_start_fails_loudly_then_recovers_by_itself(system: Sys
     assert "creating it" not in system.logs(container)
 
 
+def drill_result(stack: str) -> str:
+    path = BASE / stack / "kopia" / "state" / "restore-drill"  # <kopiaDataDir>/state, on the host
+    return path.read_text() if path.exists() else ""
+
+
+def test_the_restore_drill_passes_and_the_health_check_shows_it(system: System):
+    for stack in ("vps", "sakamoto"):
+        wait_for(f"a restore drill on {stack}", lambda s=stack: drill_result(s).startswith("ok "), 180, interval=5)
+        wait_for(
+            f"{stack}'s health check to report the drill",
+            lambda s=stack: "restore drill passed at" in last_health_output(system, KOPIA[s]),
+            60,
+            interval=3,
+        )
+        assert system.health(KOPIA[stack]) == "healthy"
+
+
+def test_a_missing_blob_fails_the_restore_drill_and_turns_the_host_unhealthy(system: System):
+    """Run last before destroy: it damages the repository. Kopia's verify checks every content's pack
+    blob against the storage's listing, so a deleted pack fails the drill whatever the local cache holds."""
+    bucket = BASE / "vps" / "services" / "openlist" / "data" / "drive189" / "kopia" / "main"
+    packs = sorted(bucket.glob("p*"))
+    assert packs, f"no pack blobs under {bucket}"
+    for pack in packs:
+        pack.unlink()
+    container = KOPIA["vps"]
+    wait_for("a failed restore drill on vps", lambda: drill_result("vps").startswith("failed "), 180, interval=5)
+    wait_health(system, container, "unhealthy", 90)
+    verdict = last_health_output(system, container)
+    assert "restore drill failed at " in verdict, verdict
+
+
 def test_destroy_removes_what_the_stacks_declared_and_keeps_the_data(system: System):
     config_files = [path for stack in ("vps", "sakamoto") for path in (BASE / stack / "config").iterdir()]
     assert len(config_files) == 12

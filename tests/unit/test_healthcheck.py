@@ -21,6 +21,7 @@ from tests.kopia_answers import NOW, answer, source_status
 
 SOURCES = ("shelken@sakamoto:/backup/minio", "shelken@sakamoto:/backup/compose")
 MAX_AGE = 2 * 3600 + 600
+MAX_DRILL_AGE = 2 * 86400 + 600
 HEARTBEAT = 'https://hc.example/ping/abc-token?x="q"\\'
 SECRETS = render.kopia_secret_variables("repo-pw", "ui-user", "ui-pw", "control-pw'\"$x", HEARTBEAT)
 
@@ -79,6 +80,7 @@ def params_for(dirs: dict[str, Path], *, tls: bool = True) -> render.StartScript
         deploy_dir=str(dirs["deploy"]),
         state_dir=str(dirs["state"]),
         max_snapshot_age_seconds=MAX_AGE,
+        max_drill_age_seconds=MAX_DRILL_AGE,
     )
 
 
@@ -209,3 +211,42 @@ def test_no_heartbeat_configured_no_ping(env_dirs):
     (env_dirs["deploy"] / render.SECRETS_ENV).write_text(render.render_secrets_env(variables))
     assert check(env_dirs, answer(*[source_status(s) for s in SOURCES])).returncode == 0
     assert not (env_dirs["fake"] / "pings").exists()
+
+
+# ------------------------------------------------------- the restore drill (its result, written by the start script)
+
+
+def drill_result(dirs: dict[str, Path], outcome: str, age_seconds: int, message: str = "") -> None:
+    moment = NOW - datetime.timedelta(seconds=age_seconds)
+    line = f"{outcome} {int(moment.timestamp())} {moment.strftime('%Y-%m-%dT%H:%M:%SZ')} {message}".rstrip()
+    (dirs["state"] / "restore-drill").write_text(line + "\n")
+
+
+def test_a_passed_recent_drill_is_shown_and_healthy(env_dirs):
+    drill_result(env_dirs, "ok", 3600)
+    result = check(env_dirs, answer(*[source_status(s) for s in SOURCES]))
+    assert result.returncode == 0, result.stdout
+    when = (NOW - datetime.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert result.stdout.splitlines()[:2] == ["healthy: 2 sources backing up", f"restore drill passed at {when}"]
+
+
+def test_a_failed_drill_makes_the_host_unhealthy_with_kopias_message_and_stops_the_heartbeat(env_dirs):
+    drill_result(env_dirs, "failed", 60, "error verifying k1234: unable to read object: BLOB not found")
+    result = check(env_dirs, answer(*[source_status(s) for s in SOURCES]))
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[-1].startswith("restore drill failed at ")
+    assert result.stdout.splitlines()[-1].endswith(": error verifying k1234: unable to read object: BLOB not found")
+    assert not (env_dirs["fake"] / "pings").exists()
+
+
+def test_an_overdue_drill_or_none_since_long_after_the_start_is_unhealthy(env_dirs):
+    drill_result(env_dirs, "ok", MAX_DRILL_AGE + 60)
+    result = check(env_dirs, answer(*[source_status(s) for s in SOURCES]))
+    assert result.returncode == 1 and "restore drill overdue" in result.stdout
+    (env_dirs["state"] / "restore-drill").unlink()
+    seen = env_dirs["state"] / "repository-seen"
+    long_ago = (NOW - datetime.timedelta(seconds=MAX_DRILL_AGE + 60)).timestamp()
+    os.utime(seen, (long_ago, long_ago))
+    fresh = [source_status(s) for s in SOURCES]
+    result = check(env_dirs, answer(*fresh))
+    assert result.returncode == 1 and result.stdout.splitlines()[-1] == "no restore drill since the server started"

@@ -8,8 +8,11 @@ docs/upstream-behaviour.md#not-initialized-and-existing-data-messages).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -46,6 +49,12 @@ case "$1 $2" in
     fi
     touch "$FAKE_STATE/created"; echo "Initializing repository with:"; echo "Connected to repository."; exit 0 ;;
 "maintenance set") exit 0 ;;
+"snapshot verify")
+    printf '%s\n' "$*" >> "$FAKE_STATE/verify"
+    if [ -n "${FAKE_VERIFY_FAILS:-}" ]; then
+        echo "Processed 12 objects."; echo "error verifying k1234: unable to read object: BLOB not found" >&2; exit 1
+    fi
+    echo "Finished verifying 12 objects, found 0 errors."; exit 0 ;;
 "policy import")
     if [ -n "${FAKE_POLICY_FAILS:-}" ] || [ ! -r "$4" ]; then
         echo "unable to import policy: invalid character 'x' looking for beginning of value" >&2; exit 1
@@ -77,7 +86,7 @@ def env_dirs(tmp_path: Path) -> dict[str, Path]:
 
 
 def params_for(
-    dirs: dict[str, Path], *, owner: bool = True, tls: bool = True, wait_seconds: int = 30
+    dirs: dict[str, Path], *, owner: bool = True, tls: bool = True, wait_seconds: int = 30, drill_seconds: int = 86400
 ) -> render.StartScriptParams:
     return render.StartScriptParams(
         hostname="sakamoto",
@@ -91,11 +100,18 @@ def params_for(
         state_dir=str(dirs["state"]),
         cache_dir=str(dirs["cache"]),
         repository_wait_seconds=wait_seconds,
+        drill_interval_seconds=drill_seconds,
+        drill_files_percent=2.5,
     )
 
 
 def run_script(
-    dirs: dict[str, Path], scenario: str, params: render.StartScriptParams, **extra_env: str
+    dirs: dict[str, Path],
+    scenario: str,
+    params: render.StartScriptParams,
+    *,
+    wait_for_drill: bool = False,
+    **extra_env: str,
 ) -> subprocess.CompletedProcess:
     env = {
         **extra_env,
@@ -104,7 +120,26 @@ def run_script(
         "FAKE_STATE": str(dirs["fake"]),
     }
     script = render.render_start_script(params)
-    return subprocess.run(["sh", "-c", script, "kopia-start"], env=env, capture_output=True, text=True, timeout=30)
+    # Its own session: the restore drill it starts in the background is stopped with it (below).
+    process = subprocess.Popen(
+        ["sh", "-c", script, "kopia-start"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=30)
+        if wait_for_drill:
+            drill = dirs["state"] / "restore-drill"
+            deadline = time.monotonic() + 20
+            while not drill.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def calls(dirs: dict[str, Path]) -> list[str]:
@@ -259,3 +294,19 @@ def test_rendered_scripts_are_valid_posix_sh_and_pass_shellcheck(tls):
             ["shellcheck", "-s", "sh", "-e", "SC1091", "-"], input=script, capture_output=True, text=True, check=False
         )
         assert lint.returncode == 0, lint.stdout
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_restore_drill_verifies_the_hosts_sources_and_leaves_one_result_line(env_dirs, fails):
+    extra = {"FAKE_VERIFY_FAILS": "1"} if fails else {}
+    result = run_script(env_dirs, "existing", params_for(env_dirs, drill_seconds=1), wait_for_drill=True, **extra)
+    assert result.returncode == 0, result.stderr
+    verify = (env_dirs["fake"] / "verify").read_text().splitlines()[0]
+    assert verify.startswith("snapshot verify --verify-files-percent=2.5 ")
+    assert "--sources=shelken@sakamoto:/backup/minio --sources=shelken@sakamoto:/backup/compose" in verify
+    outcome, epoch, when, *message = (env_dirs["state"] / "restore-drill").read_text().rstrip("\n").split(" ", 3)
+    assert outcome == ("failed" if fails else "ok")
+    assert abs(int(epoch) - time.time()) < 30 and when.endswith("Z")
+    if fails:
+        assert message == ["error verifying k1234: unable to read object: BLOB not found"]
+    assert "verifying" not in result.stdout + result.stderr, "the drill's own output stays out of the log"
