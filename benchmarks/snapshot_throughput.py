@@ -114,10 +114,8 @@ def main() -> int:
             say("deploying e2e-vps (OpenList + Kopia)")
             # No restore drill during the measurement (the e2e stack runs one every minute).
             kopia = {**stack_config("e2e-vps")["homelab-backup:kopia"], "drill": {"intervalSeconds": 86400}}
-            system.up(
-                "vps",
-                **{"homelab-backup:policy": policy, "homelab-backup:repository": repository, "homelab-backup:kopia": kopia},
-            )
+            overrides = {"policy": policy, "repository": repository, "kopia": kopia}
+            system.up("vps", **{f"homelab-backup:{key}": value for key, value in overrides.items()})
             system.first_deploy_openlist(infra.OpenListAdmin)
             container = KOPIA["vps"]
             system.wait_healthy(container, timeout=300)
