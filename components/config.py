@@ -432,7 +432,8 @@ class KopiaServer(_Model):
         pattern=r"^[0-9]+(s|m|h)$",
         description="how often the server re-reads sources; a failed snapshot is retried only then (kopia #5521)",
     )
-    tls_validity_days: int = Field(default=3650, alias="tlsValidityDays", ge=30)
+    # Above the 30-day early renewal, or every `pulumi up` would renew the certificate.
+    tls_validity_days: int = Field(default=3650, alias="tlsValidityDays", ge=60)
 
 
 class KopiaHealth(_Model):
@@ -449,6 +450,14 @@ class KopiaHealth(_Model):
         description="secret reference to a dead man's switch URL (healthchecks.io style), pinged after every "
         "healthy check; when pings stop, the monitoring service alerts",
     )
+    upload_allowance_seconds: int = Field(
+        default=86400,
+        alias="uploadAllowanceSeconds",
+        ge=0,
+        le=60 * 86400,
+        description="how much longer a source may go without a finished snapshot while it uploads (raise it for "
+        "a first upload that takes days); a hung upload shows once this passes",
+    )
     margin_seconds: int = Field(
         default=600,
         alias="marginSeconds",
@@ -464,7 +473,7 @@ class KopiaDrill(_Model):
         alias="intervalSeconds",
         ge=60,
         le=30 * 86400,
-        description="how often the container verifies its latest snapshots (`kopia snapshot verify`)",
+        description="how often the container verifies the snapshots of its sources (`kopia snapshot verify`)",
     )
     files_percent: float = Field(
         default=1.0,

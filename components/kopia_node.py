@@ -156,8 +156,11 @@ class KopiaNode(pulumi.ComponentResource):
             docker.ContainerVolumeArgs(host_path=f"{data}/cache", container_path=render.CACHE_DIR),
             docker.ContainerVolumeArgs(host_path=f"{data}/logs", container_path=render.LOGS_DIR),
             docker.ContainerVolumeArgs(host_path=f"{data}/state", container_path=render.STATE_DIR),
-        ] + [
-            docker.ContainerVolumeArgs(host_path=s.host_path, container_path=s.path, read_only=True)
+        ]
+        # The sources as bind *mounts*: Docker refuses to start when a source's host path is missing (a disk
+        # that did not mount, a typo), where a volume would create it empty and Kopia would back up nothing.
+        sources = [
+            docker.ContainerMountArgs(type="bind", source=s.host_path, target=s.path, read_only=True)
             for s in kopia.sources
         ]
         labels = render.homepage_labels(host.homepage_group, "kopia", "kopia.svg", "备份服务")
@@ -170,6 +173,7 @@ class KopiaNode(pulumi.ComponentResource):
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name)],
             ports=[docker.ContainerPortArgs(internal=params.port, external=params.port, ip=host.deploy_address)],
             volumes=volumes,
+            mounts=sources,
             envs=[f"{k}={v}" for k, v in container_env(host.timezone).items()],
             labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(labels.items())]
             + [docker.ContainerLabelArgs(label="homelab-backup.config-sha256", value=digest)],

@@ -202,6 +202,8 @@ class StartScriptParams:
     repository_wait_seconds: int = 30
     #: the health check calls a source stale when its last snapshot is older than this
     max_snapshot_age_seconds: int = 2 * 3600 + 600
+    #: how much longer than that a source may go without a finished snapshot while it uploads
+    upload_allowance_seconds: int = 86400
     #: the restore drill: how often, and which share of the files it reads back
     drill_interval_seconds: int = 86400
     drill_files_percent: float = 1.0
@@ -229,6 +231,7 @@ def start_script_params(config: StackConfig) -> StartScriptParams:
         refresh_interval=server.refresh_interval,
         sources=tuple(str(s) for s in config.host_sources),
         max_snapshot_age_seconds=config.max_snapshot_age_seconds,
+        upload_allowance_seconds=config.kopia.health.upload_allowance_seconds,
         drill_interval_seconds=config.kopia.drill.interval_seconds,
         drill_files_percent=config.kopia.drill.files_percent,
         max_drill_age_seconds=2 * config.kopia.drill.interval_seconds + config.kopia.health.margin_seconds,
@@ -271,6 +274,8 @@ def render_start_script(params: StartScriptParams) -> str:
         "@REFRESH_INTERVAL@": params.refresh_interval,
         "@REPOSITORY_WAIT_SECONDS@": str(params.repository_wait_seconds),
         "@DRILL_INTERVAL@": str(params.drill_interval_seconds),
+        "@DRILL_RETRY@": str(min(params.drill_interval_seconds, 3600)),
+        "@DRILL_FIRST_WAIT@": str(min(params.drill_interval_seconds, 60)),
         "@DRILL_PERCENT@": f"{params.drill_files_percent:g}",
         "@DRILL_SOURCES@": " ".join(f"--sources={s}" for s in params.sources),
     }
@@ -310,6 +315,7 @@ def render_healthcheck(params: StartScriptParams) -> str:
         "@SERVER_URL@": f"{scheme}://127.0.0.1:{params.port}",
         "@CURL_TLS@": f"--cacert {params.deploy_dir}/{TLS_CERT}" if params.tls else "",
         "@MAX_AGE_SECONDS@": str(params.max_snapshot_age_seconds),
+        "@UPLOAD_ALLOWANCE_SECONDS@": str(params.upload_allowance_seconds),
         "@MAX_DRILL_AGE_SECONDS@": str(params.max_drill_age_seconds),
         "@SOURCES@": " ".join(params.sources),
         "@HEARTBEAT_URL_VARIABLE@": HEARTBEAT_URL_VARIABLE,

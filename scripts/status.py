@@ -35,6 +35,7 @@ from components.secrets import KEY_VAULT_RESOURCE, SecretReadError, read_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_OK, EXIT_FAILING, EXIT_UNREACHABLE = 0, 1, 2
+PULUMI_READ_SECONDS = 120  # reading a stack's outputs and config through the Pulumi CLI
 
 
 class StatusError(Exception):
@@ -48,6 +49,7 @@ class Host:
     fingerprint: str | None
     sources: tuple[str, ...]
     max_age_seconds: int
+    upload_allowance_seconds: int
     control_password: str = field(repr=False)
 
 
@@ -126,6 +128,7 @@ def host_from_stack(
         fingerprint=outputs.get("kopia_tls_fingerprint"),
         sources=tuple(outputs.get("backup_sources") or ()),
         max_age_seconds=config.max_snapshot_age_seconds,
+        upload_allowance_seconds=config.kopia.health.upload_allowance_seconds,
         control_password=password,
     )
 
@@ -176,18 +179,24 @@ def fetch_sources(host: Host, timeout: float) -> str:
 # ---------------------------------------------------------------- judging and showing
 
 
-def verdicts(answer: str, sources: Sequence[str], max_age: int, now: int) -> dict[str, list[str]]:
+def verdicts(answer: str, host: Host, now: int) -> dict[str, list[str]]:
     """Each source's problems by the health check's own rules (kopia-verdict.awk); [] means backing up."""
+    sources = host.sources
     awk = shutil.which("awk")
     if awk is None:
         raise StatusError("awk is not installed (it runs the health check's rules)")
     # Kopia pretty-prints its answer; the rules read it that way, one key per line.
     pretty = json.dumps(json.loads(answer), indent=2)
     result = subprocess.run(
-        [awk, "-v", f"now={now}", "-v", "started=", "-v", f"max_age={max_age}", "-v", f"expected={' '.join(sources)}",
+        [awk, "-v", f"now={now}", "-v", "started=", "-v", f"max_age={host.max_age_seconds}",
+         "-v", f"upload_allowance={host.upload_allowance_seconds}", "-v", f"expected={' '.join(sources)}",
          render.verdict_awk()],
         input=pretty, capture_output=True, text=True, check=False, timeout=30,
     )  # fmt: skip
+    # The rules end with "healthy: ..." (exit 0) or problem lines (exit 1); anything else is not a verdict.
+    healthy = result.returncode == 0 and result.stdout.startswith("healthy: ")
+    if not healthy and (result.returncode != 1 or not result.stdout.strip()):
+        raise StatusError(f"the health rules did not run ({awk} exited {result.returncode}: {result.stderr.strip()})")
     problems: dict[str, list[str]] = {source: [] for source in sources}
     for line in result.stdout.splitlines():
         source, sep, problem = line.partition(": ")
@@ -202,7 +211,7 @@ def rows_for(host: Host, answer: str, now: int) -> list[SourceRow]:
     for entry in data.get("sources", []):
         info = entry.get("source", {})
         by_source[f"{info.get('userName')}@{info.get('host')}:{info.get('path')}"] = entry
-    judged = verdicts(answer, host.sources, host.max_age_seconds, now)
+    judged = verdicts(answer, host, now)
     rows = []
     for source in host.sources:
         entry = by_source.get(source, {})
@@ -324,17 +333,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return rows_for(host, answer, now)
 
     progress(f"asking {len(stacks)} host(s): {', '.join(stacks)} (timeout {args.timeout:.0f}s each)")
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(stacks))) as pool:
-        futures = {stack: pool.submit(ask, stack) for stack in stacks}
-        for stack, future in futures.items():
-            try:
-                rows.extend(future.result(timeout=args.timeout + 120))  # + reading Pulumi state
-            except StatusError as error:
-                unreachable[stack] = str(error)
-                progress(f"{stack}: {error}")
-            except (TimeoutError, concurrent.futures.TimeoutError):
-                unreachable[stack] = f"no answer within {args.timeout:.0f}s"
-                progress(f"{stack}: no answer within {args.timeout:.0f}s")
+    # One deadline for all hosts, asked at once: reading Pulumi's state, then the server's own timeout.
+    deadline = time.monotonic() + args.timeout + PULUMI_READ_SECONDS
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(stacks)))
+    futures = {stack: pool.submit(ask, stack) for stack in stacks}
+    for stack, future in futures.items():
+        try:
+            rows.extend(future.result(timeout=max(0.0, deadline - time.monotonic())))
+        except StatusError as error:
+            unreachable[stack] = str(error)
+        except (TimeoutError, concurrent.futures.TimeoutError):
+            unreachable[stack] = f"no answer within {args.timeout + PULUMI_READ_SECONDS:.0f}s (Pulumi and the server)"
+        except Exception as error:  # one host's surprise must not hide the others' rows
+            unreachable[stack] = f"{type(error).__name__}: {error}"
+        if stack in unreachable:
+            progress(f"{stack}: {unreachable[stack]}")
+    pool.shutdown(wait=False, cancel_futures=True)
     if args.json:
         print(json.dumps({"hosts": stacks, "sources": [asdict(r) for r in rows], "unreachable": unreachable}, indent=2))
     else:

@@ -190,6 +190,11 @@ class Deployment:
         for volume in spec.get("volumes", []):
             mode = ":ro" if volume.get("readOnly") else ""
             args += ["-v", f"{volume['hostPath']}:{volume['containerPath']}{mode}"]
+        for mount in spec.get("mounts", []):
+            if mount.get("type") != "bind" or set(mount) - {"type", "source", "target", "readOnly"}:
+                raise RuntimeError(f"the adapter translates plain bind mounts only, not {mount}")
+            readonly = ",readonly" if mount.get("readOnly") else ""
+            args += ["--mount", f"type=bind,source={mount['source']},target={mount['target']}{readonly}"]
         for env in spec.get("envs", []):
             args += ["-e", env]
         for label in spec.get("labels", []):

@@ -14,13 +14,14 @@
 # server's own certificate.
 auth=$(printf '%s:%s' "$KOPIA_SERVER_CONTROL_USER" "$KOPIA_SERVER_CONTROL_PASSWORD" | base64 | tr -d '\n')
 if ! sources=$(printf 'Authorization: Basic %s\n' "$auth" |
-    curl -sS --fail --max-time 15 @CURL_TLS@ -H @- "@SERVER_URL@/api/v1/control/sources" 2>&1); then
+    curl -sS --fail --max-time 8 @CURL_TLS@ -H @- "@SERVER_URL@/api/v1/control/sources" 2>&1); then
     echo "kopia server not answering: $sources"
     exit 1
 fi
 started=$(stat -c %Y @STATE_DIR@/repository-seen 2>/dev/null || echo 0)
 
 verdict=$(printf '%s\n' "$sources" | awk -v now="$(date +%s)" -v started="$started" -v max_age=@MAX_AGE_SECONDS@ \
+    -v upload_allowance=@UPLOAD_ALLOWANCE_SECONDS@ \
     -v expected="@SOURCES@" '
 @VERDICT_AWK@')
 healthy=$?
@@ -28,7 +29,7 @@ printf '%s\n' "$verdict"
 [ "$healthy" -eq 0 ] || exit 1
 
 # The restore drill (the start script runs it): its last result must be "ok" and recent enough.
-if read -r outcome at when message < @STATE_DIR@/restore-drill 2>/dev/null; then
+if [ -r @STATE_DIR@/restore-drill ] && read -r outcome at when message < @STATE_DIR@/restore-drill; then
     age=$(( $(date +%s) - at ))
     if [ "$outcome" != ok ]; then
         echo "restore drill failed at $when: $message"
@@ -39,7 +40,7 @@ if read -r outcome at when message < @STATE_DIR@/restore-drill 2>/dev/null; then
         exit 1
     fi
     echo "restore drill passed at $when"
-elif [ $(( $(date +%s) - started )) -gt @MAX_DRILL_AGE_SECONDS@ ]; then
+elif [ $(( $(date +%s) - $(cat @STATE_DIR@/first-start 2>/dev/null || date +%s) )) -gt @MAX_DRILL_AGE_SECONDS@ ]; then
     echo "no restore drill since the server started"
     exit 1
 fi
@@ -47,7 +48,7 @@ fi
 if [ -n "${@HEARTBEAT_URL_VARIABLE@:-}" ]; then
     # The URL holds its token: curl reads it from stdin (a config line), never from its command line.
     url=$(printf '%s' "$@HEARTBEAT_URL_VARIABLE@" | sed 's/[\\"]/\\&/g')
-    if ! out=$(printf 'url = "%s"\n' "$url" | curl -fsS --max-time 10 -o /dev/null -K - 2>&1); then
+    if ! out=$(printf 'url = "%s"\n' "$url" | curl -fsS --max-time 5 -o /dev/null -K - 2>&1); then
         echo "heartbeat ping failed (the backups are fine): $out"
     fi
 fi

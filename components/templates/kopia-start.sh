@@ -59,6 +59,8 @@ while :; do
     break
 done
 date -u +%Y-%m-%dT%H:%M:%SZ > "$SEEN_MARKER" || die "cannot write $SEEN_MARKER: is @STATE_DIR@ a writable volume?"
+# When this host first served: restarts do not move it, so a drill that never ran is noticed.
+[ -e @STATE_DIR@/first-start ] || date +%s > @STATE_DIR@/first-start
 if [ "$MAY_CREATE" = yes ]; then
     out=$(kopia maintenance set --owner=me 2>&1) ||
         die "cannot make $IDENTITY the maintenance owner: $(kopia_error "$out")"
@@ -70,11 +72,23 @@ out=$(kopia policy import --from-file "$DEPLOY/@POLICY_JSON@" 2>&1) ||
     die "cannot import $DEPLOY/@POLICY_JSON@: $(kopia_error "$out")"
 log "imported policy.json; this host backs up: @SOURCES@"
 
-# The restore drill: every @DRILL_INTERVAL@s, Kopia verifies this host's latest snapshots and reads back
-# @DRILL_PERCENT@% of their files (`kopia snapshot verify`). The result, one line, is what the health check
-# reads: "ok|failed <epoch> <UTC time> [Kopia's error]". Its own output stays out of the container log.
+# The restore drill: every @DRILL_INTERVAL@s, Kopia verifies the snapshots of this host's sources and reads
+# back @DRILL_PERCENT@% of their files (`kopia snapshot verify`). The result, one line, is what the health
+# check reads: "ok|failed <epoch> <UTC time> [Kopia's error]". Its own output stays out of the container log.
+# The next drill is due one interval after the last one (after a failure, within @DRILL_RETRY@s), however
+# often the container restarts; a host that has none runs one @DRILL_FIRST_WAIT@s after it starts.
 restore_drill() {
-    while sleep @DRILL_INTERVAL@; do
+    while :; do
+        outcome=none last=0
+        [ -r "$DRILL_RESULT" ] && read -r outcome last _ < "$DRILL_RESULT"
+        case "$outcome" in
+        ok) due=$((last + @DRILL_INTERVAL@)) ;;
+        failed) due=$((last + @DRILL_RETRY@)) ;;
+        *) due=0 ;;
+        esac
+        wait=$((due - $(date +%s)))
+        [ "$wait" -ge @DRILL_FIRST_WAIT@ ] || wait=@DRILL_FIRST_WAIT@
+        sleep "$wait"
         at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
         if out=$(kopia snapshot verify --verify-files-percent=@DRILL_PERCENT@ @DRILL_SOURCES@ 2>&1); then
             result="ok $(date +%s) $at"

@@ -1,7 +1,8 @@
 # The verdict on each source of a host, from the answer of the Kopia control API (GET /api/v1/control/sources) on
 # stdin. One home for the rules: the health check of the container (components/templates/kopia-health.sh embeds
 # this program) and `scripts/status` on the machine of the operator both run it.
-# Variables: now, started (epoch seconds of the server start; empty: unknown), max_age (seconds), expected (the sources
+# Variables: now, started (epoch seconds of the server start; empty: unknown), max_age (seconds),
+# upload_allowance (seconds an upload may add to max_age), expected (the sources
 # of the host, space-separated user@host:/path). Prints one "<source>: <problem>" line per problem, or
 # "healthy: <n> sources backing up"; exits 1 on any problem. No single quotes in this file: the health
 # check passes it to awk inside single quotes.
@@ -29,7 +30,13 @@ function finish() {
     if (!(name in want)) { path = ""; return }
     if (status == "PAUSED") problem(name ": paused")
     else if (status != "IDLE" && status != "PENDING" && status != "UPLOADING") problem(name ": status " status)
-    else if (status != "UPLOADING") {
+    else if (status == "UPLOADING") {
+        # Uploading counts as backing up, within a bound: a hung upload must not stay green forever.
+        since = last_start == "" ? (started == "" ? 0 : now - started) : now - epoch(last_start)
+        if (since > max_age + upload_allowance)
+            problem(name ": uploading, but no snapshot finished for " since "s (more than " max_age + upload_allowance "s)")
+    }
+    else {
         if (next_time == "") problem(name ": no next snapshot scheduled (paused, or a failed snapshot waiting for the next refresh)")
         if (last_start == "") {
             if (started == "") problem(name ": no snapshot yet")

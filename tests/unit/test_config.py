@@ -624,7 +624,7 @@ def test_azure_reference_without_field_reads_the_whole_secret():
         ("kopia.containerName", "kopia server", "kopia.containerName", "should match pattern"),
         ("kopia.server", {"port": 0}, "kopia.server.port", "greater than or equal to 1"),
         ("kopia.server", {"refreshInterval": "5"}, "kopia.server.refreshInterval", "should match pattern"),
-        ("kopia.server", {"tlsValidityDays": 29}, "kopia.server.tlsValidityDays", "greater than or equal to 30"),
+        ("kopia.server", {"tlsValidityDays": 59}, "kopia.server.tlsValidityDays", "greater than or equal to 60"),
         ("kopia.sources", [], "kopia.sources", "at least 1 item"),
         ("openlist", {"s3Port": 70000}, "openlist.s3Port", "less than or equal to 65535"),
         ("openlist", {"containerName": "open list"}, "openlist.containerName", "should match pattern"),

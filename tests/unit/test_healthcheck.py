@@ -135,10 +135,20 @@ def test_a_source_the_server_does_not_list_is_unhealthy_and_other_hosts_do_not_c
     assert result.stdout.splitlines() == [f"{SOURCES[0]}: not scheduled by the server"]
 
 
-def test_uploading_counts_as_backing_up_even_with_an_old_last_snapshot(env_dirs):
-    first_upload = source_status(SOURCES[0], status="UPLOADING", last=NOW - datetime.timedelta(days=3))
-    result = check(env_dirs, answer(first_upload, source_status(SOURCES[1])))
+def test_uploading_counts_as_backing_up_within_the_upload_allowance_only(env_dirs):
+    allowance = 86400  # StartScriptParams' default, kopia.health.uploadAllowanceSeconds
+    long_upload = source_status(
+        SOURCES[0], status="UPLOADING", last=NOW - datetime.timedelta(seconds=MAX_AGE + allowance - 60)
+    )
+    result = check(env_dirs, answer(long_upload, source_status(SOURCES[1])))
     assert result.returncode == 0, result.stdout
+    hung = source_status(
+        SOURCES[0], status="UPLOADING", last=NOW - datetime.timedelta(seconds=MAX_AGE + allowance + 60)
+    )
+    result = check(env_dirs, answer(hung, source_status(SOURCES[1])))
+    assert result.returncode == 1
+    (line,) = result.stdout.splitlines()
+    assert line.startswith(f"{SOURCES[0]}: uploading, but no snapshot finished for ")
 
 
 def test_no_snapshot_yet_is_healthy_only_within_the_bound_after_the_server_started(env_dirs):
@@ -244,9 +254,9 @@ def test_an_overdue_drill_or_none_since_long_after_the_start_is_unhealthy(env_di
     result = check(env_dirs, answer(*[source_status(s) for s in SOURCES]))
     assert result.returncode == 1 and "restore drill overdue" in result.stdout
     (env_dirs["state"] / "restore-drill").unlink()
-    seen = env_dirs["state"] / "repository-seen"
-    long_ago = (NOW - datetime.timedelta(seconds=MAX_DRILL_AGE + 60)).timestamp()
-    os.utime(seen, (long_ago, long_ago))
+    # first-start: when this host first served (the start script writes it once; restarts keep it)
+    first_start = int((NOW - datetime.timedelta(seconds=MAX_DRILL_AGE + 60)).timestamp())
+    (env_dirs["state"] / "first-start").write_text(f"{first_start}\n")
     fresh = [source_status(s) for s in SOURCES]
     result = check(env_dirs, answer(*fresh))
     assert result.returncode == 1 and result.stdout.splitlines()[-1] == "no restore drill since the server started"

@@ -30,7 +30,16 @@ def labels_of(container) -> dict[str, str]:
 
 
 def volumes_of(container) -> dict[str, tuple[str, bool]]:
-    return {v["containerPath"]: (v["hostPath"], v.get("readOnly", False)) for v in container.inputs["volumes"]}
+    """Volumes and bind mounts alike: container path -> (host path, read-only)."""
+    volumes = {v["containerPath"]: (v["hostPath"], v.get("readOnly", False)) for v in container.inputs["volumes"]}
+    for mount in container.inputs.get("mounts", []):
+        assert mount["type"] == "bind"
+        volumes[mount["target"]] = (mount["source"], mount.get("readOnly", False))
+    return volumes
+
+
+def bind_mounts_of(container) -> set[str]:
+    return {m["target"] for m in container.inputs.get("mounts", [])}
 
 
 def file_content(run: ProgramRun, filename: str) -> str:
@@ -142,6 +151,8 @@ def test_vps_kopia_container(vps):
         # Mounted where the policy looks: /data would leave the scheduled source missing.
         "/backup/data": ("/opt/data", True),
     }
+    # A source is a bind mount: a missing host path stops the container instead of backing up an empty dir.
+    assert bind_mounts_of(container) == {"/backup/data"}
     env = env_of(container)
     assert env["TZ"] == "Asia/Shanghai"
     assert env["KOPIA_CHECK_FOR_UPDATES"] == "false"
@@ -205,6 +216,7 @@ def test_sakamoto_kopia(sakamoto):
     volumes = volumes_of(container)
     assert volumes["/backup/minio"] == ("/opt/minio/data", True)
     assert volumes["/backup/compose"] == ("/opt/docker-data", True)
+    assert bind_mounts_of(container) == {"/backup/minio", "/backup/compose"}
     assert [(p["internal"], p["external"], p["ip"]) for p in container.inputs["ports"]] == [
         (51515, 51515, "192.168.1.10")
     ]

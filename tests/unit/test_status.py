@@ -31,7 +31,15 @@ PASSWORD = "control-pw"
 
 
 def host(url: str, fingerprint: str | None, password: str = PASSWORD) -> status.Host:
-    return status.Host("vps", url, fingerprint, SOURCES, max_age_seconds=3600, control_password=password)
+    return status.Host(
+        "vps",
+        url,
+        fingerprint,
+        SOURCES,
+        max_age_seconds=3600,
+        upload_allowance_seconds=86400,
+        control_password=password,
+    )
 
 
 # ---------------------------------------------------------------- verdicts and rows
@@ -191,3 +199,27 @@ def test_a_refused_password_says_what_to_do(tls_server):
 def test_an_unreachable_host_is_a_status_error_naming_it():
     with pytest.raises(status.StatusError, match=r"127\.0\.0\.1:9.*reachable"):
         status.fetch_sources(host("https://127.0.0.1:9", "ab"), timeout=2)
+
+
+def test_rules_that_do_not_run_are_an_error_not_an_ok(monkeypatch, tmp_path):
+    """A broken awk prints no problem lines: that must not read as "every source ok"."""
+    fake = tmp_path / "awk"
+    fake.write_text("#!/bin/sh\nexit 2\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    with pytest.raises(status.StatusError, match="the health rules did not run"):
+        status.rows_for(host("https://x:1", None), answer(source_status(SOURCES[0], errors=5)), int(NOW.timestamp()))
+
+
+def test_an_unexpected_error_for_one_host_is_reported_for_that_host_only(monkeypatch, capsys):
+    def fake_host(stack: str, workdir: Path) -> status.Host:
+        if stack == "sakamoto":
+            raise ValueError("Invalid isoformat string")
+        return host(f"https://{stack}:51515", "ab")
+
+    monkeypatch.setattr(status, "host_from_stack", fake_host)
+    monkeypatch.setattr(status, "fetch_sources", lambda h, timeout: answer(source_status(SOURCES[0])))
+    assert status.main(["--stack", "vps", "--stack", "sakamoto", "--json"]) == status.EXIT_UNREACHABLE
+    report = json.loads(capsys.readouterr().out)
+    assert [r["host"] for r in report["sources"]] == ["vps"]
+    assert report["unreachable"] == {"sakamoto": "ValueError: Invalid isoformat string"}
