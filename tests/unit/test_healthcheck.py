@@ -38,6 +38,11 @@ cat "$FAKE_STATE/answer.json"
 """
 
 
+FAKE_DATE = f"""#!/bin/sh
+if [ "$*" = "+%s" ]; then echo {int(NOW.timestamp())}; else exec {shutil.which("date")} "$@"; fi
+"""
+
+
 def awk_variants() -> list[str]:
     found = []
     for name in ("mawk", "gawk", "busybox"):
@@ -53,6 +58,9 @@ def env_dirs(request, tmp_path: Path) -> dict[str, Path]:
         d.mkdir()
     (dirs["bin"] / "curl").write_text(FAKE_CURL)
     (dirs["bin"] / "curl").chmod(0o755)
+    # The check's clock is the tests' NOW, however long after import the test runs (CI runs the e2e suite first).
+    (dirs["bin"] / "date").write_text(FAKE_DATE)
+    (dirs["bin"] / "date").chmod(0o755)
     awk = dirs["bin"] / "awk"
     if request.param == "busybox":
         awk.write_text(f'#!/bin/sh\nexec {shutil.which("busybox")} awk "$@"\n')
