@@ -29,6 +29,10 @@ def main() -> int:
                 interval=10,
             )
             print(system.oracle.run("snapshot", "list", "--all").stdout)
+            if system.tier == "engine":
+                say("./scripts/status: every host's sources, from this machine, through Kopia's control API")
+                status = system.run_status()
+                print(status.stdout + status.stderr)
             for stack in KOPIA:
                 container = KOPIA[stack]
                 system.wait_healthy(container)

@@ -205,6 +205,20 @@ class System:
         took = time.monotonic() - started
         say(f"pulumi up e2e-{stack} [{self.tier}]: {took:.1f}s ({', '.join(deployment.log[-4:])})")
 
+    def run_status(self, *args: str) -> subprocess.CompletedProcess:
+        """`./scripts/status` for both stacks, as the operator runs it (engine tier: it reads Pulumi's stacks)."""
+        assert self.tier == "engine", "scripts/status reads the stacks from Pulumi: engine tier only"
+        deployment = self.deployments["vps"]
+        stacks = [arg for stack in STACKS for arg in ("--stack", f"e2e-{stack}")]
+        return subprocess.run(
+            [str(engine.ROOT / "scripts" / "status"), *stacks, "--workdir", str(deployment.workspace_dir), *args],
+            env={**os.environ, **deployment.env},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
     def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.deployments["vps"].docker(*args, check=check)
 
