@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 [ -x venv/bin/python ] || ./scripts/setup.sh
 venv/bin/ruff check .
 venv/bin/ruff format --check .
-exec venv/bin/python -m pytest "$@"
+exec venv/bin/python -m pytest -rs "$@"  # -rs: every skip says why
