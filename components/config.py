@@ -532,6 +532,11 @@ class StackConfig(_Model):
         return 2 * self.policy.interval_seconds + self.kopia.health.margin_seconds
 
     @property
+    def max_drill_age_seconds(self) -> int:
+        """A restore drill older than this is overdue: two drill intervals plus the health margin."""
+        return 2 * self.kopia.drill.interval_seconds + self.kopia.health.margin_seconds
+
+    @property
     def host_sources(self) -> list[SourceTarget]:
         """The policy's sources that this host backs up."""
         return [s for s in self.policy.sources if s.host == self.host.name]

@@ -234,12 +234,19 @@ def start_script_params(config: StackConfig) -> StartScriptParams:
         upload_allowance_seconds=config.kopia.health.upload_allowance_seconds,
         drill_interval_seconds=config.kopia.drill.interval_seconds,
         drill_files_percent=config.kopia.drill.files_percent,
-        max_drill_age_seconds=2 * config.kopia.drill.interval_seconds + config.kopia.health.margin_seconds,
+        max_drill_age_seconds=config.max_drill_age_seconds,
     )
 
 
 #: The start script's template: a shell file (lintable with shellcheck), its @MARKERS@ filled in below.
-START_SCRIPT_TEMPLATE = Path(__file__).resolve().parent / "templates" / "kopia-start.sh"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+START_SCRIPT_TEMPLATE = TEMPLATES / "kopia-start.sh"
+
+
+def fill_template(template: Path, replacements: Mapping[str, str]) -> str:
+    """The template with every @MARKER@ replaced, in one pass: a value holding a marker is not substituted
+    again, and a marker without a value is a KeyError, not a silent leftover."""
+    return re.sub(r"@[A-Z_]+@", lambda m: replacements[m.group(0)], template.read_text())
 
 
 def render_start_script(params: StartScriptParams) -> str:
@@ -283,13 +290,12 @@ def render_start_script(params: StartScriptParams) -> str:
     for value in (*unquoted, params.deploy_dir, params.state_dir, params.cache_dir):
         if shlex.quote(value) != value:
             raise ValueError(f"{value!r} cannot be placed in the start script unquoted")
-    # One pass: a value that happens to contain a marker is not substituted again.
-    return re.sub(r"@[A-Z_]+@", lambda m: replacements[m.group(0)], START_SCRIPT_TEMPLATE.read_text())
+    return fill_template(START_SCRIPT_TEMPLATE, replacements)
 
 
-HEALTHCHECK_TEMPLATE = Path(__file__).resolve().parent / "templates" / "kopia-health.sh"
+HEALTHCHECK_TEMPLATE = TEMPLATES / "kopia-health.sh"
 #: The rules that decide whether a source is backing up; the health check and `scripts/status` both run them.
-VERDICT_AWK = Path(__file__).resolve().parent / "templates" / "kopia-verdict.awk"
+VERDICT_AWK = TEMPLATES / "kopia-verdict.awk"
 
 
 def verdict_awk() -> str:
@@ -321,7 +327,7 @@ def render_healthcheck(params: StartScriptParams) -> str:
         "@HEARTBEAT_URL_VARIABLE@": HEARTBEAT_URL_VARIABLE,
         "@VERDICT_AWK@": verdict_awk(),
     }
-    return re.sub(r"@[A-Z_]+@", lambda m: replacements[m.group(0)], HEALTHCHECK_TEMPLATE.read_text())
+    return fill_template(HEALTHCHECK_TEMPLATE, replacements)
 
 
 # ---------------------------------------------------------------- labels
