@@ -116,11 +116,7 @@ class Deployment:
     def _use_provider(self, provider: Recorded) -> None:
         if self._docker is not None:
             self._docker.close()
-        self._docker = infra.SshDocker(
-            self.operator,
-            json.loads(provider.inputs.get("sshOpts", "[]")),
-            docker_host=provider.inputs["host"],
-        )
+        self._docker = infra.SshDocker.for_provider(self.operator, provider.inputs)
 
     # ------------------------------------------------------------ apply / destroy
 

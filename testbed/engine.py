@@ -249,11 +249,7 @@ class EngineDeployment:
             return
         for resource in json.loads(self.export_state()).get("resources", []):
             if resource["type"] == "pulumi:providers:docker":
-                inputs = resource["inputs"]
-                opts = inputs.get("sshOpts", "[]")
-                self._docker = infra.SshDocker(
-                    self.operator, json.loads(opts) if isinstance(opts, str) else opts, docker_host=inputs["host"]
-                )
+                self._docker = infra.SshDocker.for_provider(self.operator, resource["inputs"])
                 return
         raise infra.E2EError(f"no docker provider in the state of {self.stack}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import json
 import os
 import pwd
 import shlex
@@ -11,9 +12,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from components.hosts import known_hosts_entry
 from testbed.infra.gate import E2EError
@@ -366,6 +368,13 @@ class SshDocker:
     ) -> subprocess.CompletedProcess[str]:
         """`docker <args>` through sshd; same contract as `docker()`."""
         return run(["docker", *args], check=check, input=input, env=self.env, timeout=timeout)
+
+    @classmethod
+    def for_provider(cls, host: SshHost, provider_inputs: Mapping[str, Any]) -> SshDocker:
+        """The docker CLI as a declared pulumi-docker provider reaches its host: its `host` URL and `sshOpts`
+        (JSON text in a provider's config, a list once read back from state)."""
+        opts = provider_inputs.get("sshOpts", "[]")
+        return cls(host, json.loads(opts) if isinstance(opts, str) else list(opts), docker_host=provider_inputs["host"])
 
     def close(self) -> None:
         self._tmp.cleanup()
