@@ -87,16 +87,12 @@ def azure_cli_token() -> str:
     return result.stdout.strip()
 
 
-def host_from_stack(
-    stack_name: str, workdir: Path, key_vault_token: Callable[[], str] = azure_cli_token, env: dict | None = None
-) -> Host:
+def host_from_stack(stack_name: str, workdir: Path, key_vault_token: Callable[[], str] = azure_cli_token) -> Host:
     """The stack's outputs and its control password (through the stack's own secret reference)."""
     from pulumi import automation as auto
 
     try:
-        stack = auto.select_stack(
-            stack_name=stack_name, work_dir=str(workdir), opts=auto.LocalWorkspaceOptions(env_vars=env or {})
-        )
+        stack = auto.select_stack(stack_name=stack_name, work_dir=str(workdir))
         outputs = {k: v.value for k, v in stack.outputs().items()}
         values = {k: v.value for k, v in stack.get_all_config().items()}
     except Exception as error:  # the CLI's own message says what is wrong (login, passphrase, stack name)
