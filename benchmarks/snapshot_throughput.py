@@ -27,11 +27,10 @@ import time
 from pathlib import Path
 
 from testbed import infra
-from testbed.system import BASE, KOPIA, SOURCES, real_parts, say, stack_config, wait_for
+from testbed.system import BASE, BUCKET_ON_HOST, KOPIA, SOURCES, real_parts, say, stack_config, wait_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIB = 1024 * 1024
-BUCKET_DIR = BASE / "vps/services/openlist/data/drive189/kopia"
 
 
 def _word_corpus(rng: random.Random, size: int) -> bytes:
@@ -139,7 +138,7 @@ def main() -> int:
             docker_env = system.deployments["vps"].docker_env
             results: dict[str, object] = {}
             for label in ("first", "second"):
-                bucket_before = du_bytes(BUCKET_DIR)
+                bucket_before = du_bytes(BUCKET_ON_HOST)
                 say(f"{label} snapshot of /backup/data through {container}")
                 elapsed, result = timed(
                     [*exec_kopia, with_secrets + "snapshot create /backup/data --json"], env=docker_env
@@ -147,7 +146,7 @@ def main() -> int:
                 manifest = json.loads(result.stdout)
                 results[f"{label}_snapshot_s"] = round(elapsed, 2)
                 results[f"{label}_snapshot_mib_per_s"] = round(dataset_bytes / MIB / elapsed, 1)
-                results[f"{label}_snapshot_bucket_bytes_written"] = du_bytes(BUCKET_DIR) - bucket_before
+                results[f"{label}_snapshot_bucket_bytes_written"] = du_bytes(BUCKET_ON_HOST) - bucket_before
                 results[f"{label}_snapshot_id"] = manifest["id"]
 
             say("restore of the first snapshot inside the container")

@@ -41,7 +41,7 @@ class OpenList(pulumi.ComponentResource):
         super().__init__("homelab:index:OpenList", name, None, opts)
         host, settings = args.host, args.settings
         child = pulumi.ResourceOptions(parent=self)
-        data_dir = f"{host.data_dir}/openlist/data"
+        data_dir = data_dir_on_host(host)
 
         image = docker.RemoteImage(f"{name}-image", name=args.image, keep_locally=True, opts=child)
         # OpenList's alone: its database holds the S3 keys and the 189 login. Destroy keeps it.
@@ -93,3 +93,8 @@ def container_env(timezone: str, s3_port: int) -> dict[str, str]:
         # The image's entrypoint applies it: the database (S3 keys, 189 login) is created 0600.
         "UMASK": "077",
     }
+
+
+def data_dir_on_host(host: Host) -> str:
+    """Where OpenList's database (and a Local storage inside it) lives on the host."""
+    return f"{host.data_dir}/openlist/data"

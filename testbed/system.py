@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components import openlist as openlist_component
+from components.config import load_namespace
 from testbed import engine, infra
 from testbed.adapter import Deployment
 from testbed.mocks import stack_config
@@ -47,6 +49,11 @@ ADDRESS = {stack: _HOST[stack]["deployAddress"] for stack in STACKS}
 SOURCES = {stack: {s["path"]: Path(s["hostPath"]) for s in _KOPIA[stack]["sources"]} for stack in STACKS}
 ALL_SOURCES = list(_CONFIG["vps"]["homelab-backup:policy"]["sources"])
 S3_ENDPOINT = f"{ADDRESS['vps']}:{_OPENLIST['s3Port']}"  # OpenList's S3 port as published on the VPS address
+#: The Local storage that stands in for 189 Cloud, in OpenList's data dir: its path in the container and
+#: on the host, and the folder bucket `kopia` maps to (where Kopia's blobs land).
+DRIVE_IN_CONTAINER = f"{infra.OPENLIST_DATA_DIR}/drive189"
+DRIVE_ON_HOST = Path(openlist_component.data_dir_on_host(load_namespace(_CONFIG["vps"]).host)) / "drive189"
+BUCKET_ON_HOST = DRIVE_ON_HOST / "kopia"
 
 
 say = infra.say
@@ -327,8 +334,8 @@ class System:
         admin.set_admin_password(OPENLIST, self.openlist_admin_password)
         admin.login(self.openlist_admin_password)
         # A Local storage at /189 stands in for the 189 Cloud drive (web_proxy matters for 189 only).
-        self.docker("exec", OPENLIST, "mkdir", "-p", "/opt/openlist/data/drive189/kopia")
-        admin.create_local_storage("/189", "/opt/openlist/data/drive189")
+        self.docker("exec", OPENLIST, "mkdir", "-p", f"{DRIVE_IN_CONTAINER}/kopia")
+        admin.create_local_storage("/189", DRIVE_IN_CONTAINER)
         admin.configure_s3(
             self.secrets["s3AccessKeyId"],
             self.secrets["s3SecretAccessKey"],

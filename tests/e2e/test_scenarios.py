@@ -29,6 +29,8 @@ from testbed.system import (
     ADDRESS,
     ALL_SOURCES,
     BASE,
+    BUCKET_ON_HOST,
+    DRIVE_IN_CONTAINER,
     KOPIA,
     OPENLIST,
     SOURCES,
@@ -248,7 +250,7 @@ def test_openlist_etag_is_empty_and_kopia_works_anyway(system: System):
 
 
 def test_openlist_empty_folder_is_listed_as_a_fake_object_and_breaks_create(system: System, tmp_path: Path):
-    system.docker("exec", OPENLIST, "mkdir", "-p", "/opt/openlist/data/drive189/kopia/emptyfolder")
+    system.docker("exec", OPENLIST, "mkdir", "-p", f"{DRIVE_IN_CONTAINER}/kopia/emptyfolder")
     listed = [key for key, _ in system.s3().list_keys("kopia", "emptyfolder/")]
     assert any("ThisIsAnEmptyFolderInTheS3Bucket" in key for key in listed), listed
     probe = dataclasses.replace(system.oracle, config_dir=tmp_path)
@@ -597,6 +599,12 @@ def test_endpoint_down_at_start_fails_loudly_then_recovers_by_itself(system: Sys
     assert "creating it" not in system.logs(container)
 
 
+def system_repository_prefix() -> str:
+    from testbed.mocks import project_config
+
+    return project_config("repository")["prefix"].rstrip("/")
+
+
 def drill_result(stack: str) -> str:
     path = BASE / stack / "kopia" / "state" / "restore-drill"  # <kopiaDataDir>/state, on the host
     return path.read_text() if path.exists() else ""
@@ -617,7 +625,7 @@ def test_the_restore_drill_passes_and_the_health_check_shows_it(system: System):
 def test_a_missing_blob_fails_the_restore_drill_and_turns_the_host_unhealthy(system: System):
     """Run last before destroy: it damages the repository. Kopia's verify checks every content's pack
     blob against the storage's listing, so a deleted pack fails the drill whatever the local cache holds."""
-    bucket = BASE / "vps" / "services" / "openlist" / "data" / "drive189" / "kopia" / "main"
+    bucket = BUCKET_ON_HOST / system_repository_prefix()
     packs = sorted(bucket.glob("p*"))
     assert packs, f"no pack blobs under {bucket}"
     for pack in packs:
