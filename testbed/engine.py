@@ -209,24 +209,23 @@ class EngineDeployment:
     @property
     def declared_containers(self) -> list[dict]:
         """The container inputs in the engine's state (what `pulumi up` declared)."""
-        resources = json.loads(self.export_state()).get("resources", [])
-        return [r["inputs"] for r in resources if r["type"] == "docker:index/container:Container"]
+        return [r["inputs"] for r in self.resources() if r["type"] == "docker:index/container:Container"]
 
-    def export_state(self) -> str:
+    def state_at_rest(self) -> str:
         """The state as stored (secrets as ciphertext): the backend's own file, read back as text.
 
         Not `stack.export_stack()`: the Automation API exports with `--show-secrets`.
         """
-        return self.state_at_rest()
-
-    def state_at_rest(self) -> str:
         path = self.backend_dir / ".pulumi" / "stacks" / PROJECT / f"{self.stack}.json"
         if not path.is_file():
             raise infra.E2EError(f"no state file {path}: has `pulumi up --stack {self.stack}` run?")
         return json.dumps(json.loads(path.read_text()).get("checkpoint", {}).get("latest", {}))
 
+    def resources(self) -> list[dict]:
+        return json.loads(self.state_at_rest()).get("resources", [])
+
     def urn(self, type_suffix: str, name: str) -> str:
-        for resource in json.loads(self.export_state()).get("resources", []):
+        for resource in self.resources():
             if resource["type"].endswith(type_suffix) and resource["urn"].endswith(f"::{name}"):
                 return resource["urn"]
         raise infra.E2EError(f"no {type_suffix} named {name} in the state of {self.stack}")
@@ -247,7 +246,7 @@ class EngineDeployment:
         """docker CLI through the provider config the engine used (host URL and sshOpts from state)."""
         if self._docker is not None:
             return
-        for resource in json.loads(self.export_state()).get("resources", []):
+        for resource in self.resources():
             if resource["type"] == "pulumi:providers:docker":
                 self._docker = infra.SshDocker.for_provider(self.operator, resource["inputs"])
                 return
