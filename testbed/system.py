@@ -49,10 +49,13 @@ ADDRESS = {stack: _HOST[stack]["deployAddress"] for stack in STACKS}
 SOURCES = {stack: {s["path"]: Path(s["hostPath"]) for s in _KOPIA[stack]["sources"]} for stack in STACKS}
 ALL_SOURCES = list(_CONFIG["vps"]["homelab-backup:policy"]["sources"])
 S3_ENDPOINT = f"{ADDRESS['vps']}:{_OPENLIST['s3Port']}"  # OpenList's S3 port as published on the VPS address
+CONFIG_DIR = {stack: Path(_HOST[stack]["configDir"]) for stack in STACKS}  # where Pulumi writes Kopia's files
+KOPIA_DATA_DIR = {stack: Path(_HOST[stack]["kopiaDataDir"]) for stack in STACKS}  # Kopia's cache, logs, state
 #: The Local storage that stands in for 189 Cloud, in OpenList's data dir: its path in the container and
 #: on the host, and the folder bucket `kopia` maps to (where Kopia's blobs land).
 DRIVE_IN_CONTAINER = f"{infra.OPENLIST_DATA_DIR}/drive189"
-DRIVE_ON_HOST = Path(openlist_component.data_dir_on_host(load_namespace(_CONFIG["vps"]).host)) / "drive189"
+OPENLIST_DATA_ON_HOST = Path(openlist_component.data_dir_on_host(load_namespace(_CONFIG["vps"]).host))
+DRIVE_ON_HOST = OPENLIST_DATA_ON_HOST / "drive189"
 BUCKET_ON_HOST = DRIVE_ON_HOST / "kopia"
 
 

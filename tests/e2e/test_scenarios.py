@@ -30,9 +30,12 @@ from testbed.system import (
     ALL_SOURCES,
     BASE,
     BUCKET_ON_HOST,
+    CONFIG_DIR,
     DRIVE_IN_CONTAINER,
     KOPIA,
+    KOPIA_DATA_DIR,
     OPENLIST,
+    OPENLIST_DATA_ON_HOST,
     SOURCES,
     System,
     say,
@@ -203,7 +206,7 @@ def test_no_secret_in_inspect_logs_processes_or_readable_files(system: System):
             if any(v.encode() in data for v in values):
                 holders.append(path)
                 assert path.stat().st_mode & 0o077 == 0, f"{path} holds a secret and is mode {oct(path.stat().st_mode)}"
-    config_dirs = {BASE / stack / "config" for stack in ("vps", "sakamoto")}
+    config_dirs = set(CONFIG_DIR.values())
     assert {p.parent for p in holders} >= config_dirs, "the secret files are where Pulumi writes them"
     for config_dir in config_dirs:
         for path in config_dir.iterdir():
@@ -444,7 +447,7 @@ def engine_of(system: System, stack: str) -> engine.EngineDeployment:
 
 
 def config_file(stack: str, name: str) -> Path:
-    return BASE / stack / "config" / name
+    return CONFIG_DIR[stack] / name
 
 
 def test_engine_refresh_sees_no_drift_after_a_clean_deploy_nor_while_a_host_waits(system: System):
@@ -606,7 +609,7 @@ def system_repository_prefix() -> str:
 
 
 def drill_result(stack: str) -> str:
-    path = BASE / stack / "kopia" / "state" / "restore-drill"  # <kopiaDataDir>/state, on the host
+    path = KOPIA_DATA_DIR[stack] / "state" / "restore-drill"
     return path.read_text() if path.exists() else ""
 
 
@@ -638,17 +641,17 @@ def test_a_missing_blob_fails_the_restore_drill_and_turns_the_host_unhealthy(sys
 
 
 def test_destroy_removes_what_the_stacks_declared_and_keeps_the_data(system: System):
-    config_files = [path for stack in ("vps", "sakamoto") for path in (BASE / stack / "config").iterdir()]
+    config_files = [path for config_dir in CONFIG_DIR.values() for path in config_dir.iterdir()]
     assert len(config_files) == 12
     system.destroy_stacks()
     for container in (*KOPIA.values(), OPENLIST):
         assert infra.docker("inspect", container, check=False).returncode != 0, f"{container} still exists"
     assert infra.docker("network", "inspect", "hle2e-homelab", check=False).returncode != 0
     assert [path for path in config_files if path.exists()] == []
-    assert not (BASE / "vps/config").exists(), "the emptied config dir goes too"
+    assert not CONFIG_DIR["vps"].exists(), "the emptied config dir goes too"
     # What is not Pulumi's to delete stays: OpenList's database, Kopia's cache, the backed-up data.
-    assert (BASE / "vps/services/openlist/data/data.db").exists()
-    assert (BASE / "sakamoto/kopia/cache").exists()
+    assert (OPENLIST_DATA_ON_HOST / "data.db").exists()
+    assert (KOPIA_DATA_DIR["sakamoto"] / "cache").exists()
     assert tree_digest(SOURCES["vps"]["/backup/data"])
 
 
