@@ -65,6 +65,7 @@ kopia = KopiaNode(
         kopia=config.kopia,
         repository=config.repository,
         policy=config.policy,
+        notifications=config.notifications,
         image=config.images.kopia,
         params=render.start_script_params(config),
         secrets=KopiaSecrets(
@@ -75,6 +76,10 @@ kopia = KopiaNode(
             s3_access_key_id=secrets.resolve(s3.access_key_id),
             s3_secret_access_key=secrets.resolve(s3.secret_access_key),
             heartbeat_url=secrets.resolve(heartbeat) if (heartbeat := config.kopia.health.heartbeat_url) else None,
+            notifications={
+                p.name: {role: secrets.resolve(ref) for role, ref in p.secret_refs().items()}
+                for p in config.notifications
+            },
         ),
         s3_endpoint=openlist.internal_s3_endpoint if openlist else secrets.resolve(s3.endpoint),
         network_name=network_name,

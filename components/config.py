@@ -37,7 +37,7 @@ from pydantic import (
 PROJECT = "homelab-backup"
 
 # Keys of the stack's config, in the project's namespace (`homelab-backup:<key>`).
-PROJECT_KEYS = ("images", "repository", "policy", "keyVault")
+PROJECT_KEYS = ("images", "repository", "policy", "keyVault", "notifications")
 HOST_KEYS = ("host", "kopia", "openlist")
 
 # Kopia's own directories inside the container: a backup source mounted here would shadow them.
@@ -123,8 +123,9 @@ def _pinned_image(value: str) -> str:
     return value
 
 
-def _ssh_address(value: str) -> str:
-    # It goes into ssh://user@address and an ssh option: a leading '-' or a space would inject options.
+def _network_address(value: str) -> str:
+    # A host name or an IP address. For SSH it goes into ssh://user@address and an ssh option: a leading '-'
+    # or a space would inject options.
     try:
         ipaddress.ip_address(value)
         return value
@@ -354,7 +355,7 @@ def _no_private_key(value: object | None) -> None:
 
 class Ssh(_Model):
     user: UserName
-    address: Annotated[str, AfterValidator(_ssh_address)] = Field(
+    address: Annotated[str, AfterValidator(_network_address)] = Field(
         description="host name or IP the operator's machine reaches"
     )
     port: int = Field(default=22, ge=1, le=65535)
@@ -484,6 +485,70 @@ class KopiaDrill(_Model):
     )
 
 
+#: Kopia's severity names and numbers (notification/notification_send.go @ v0.22.3).
+SEVERITIES = {"verbose": -100, "success": -10, "report": 0, "warning": 10, "error": 20}
+
+
+class WebhookTarget(_Model):
+    """A webhook (also ntfy, Gotify, Discord, Slack): Kopia sends the message body with a `Subject` header."""
+
+    url: SecretReference = Field(description="secret reference to the URL (it usually holds a token)")
+    method: Literal["POST", "PUT"] = "POST"
+    format: Literal["txt", "html"] = Field(default="txt", description="message body format")
+    headers: SecretReference | None = Field(
+        default=None, description="secret reference to extra headers, one 'Name: value' per line"
+    )
+
+
+class EmailTarget(_Model):
+    """Mail through an SMTP server (Kopia uses STARTTLS when the server offers it)."""
+
+    smtp_server: Annotated[str, AfterValidator(_network_address)] = Field(alias="smtpServer")
+    smtp_port: int = Field(default=587, alias="smtpPort", ge=1, le=65535)
+    username: str | None = Field(default=None, description="SMTP login; omit for a relay without authentication")
+    password: SecretReference | None = Field(default=None, description="secret reference to the SMTP password")
+    from_address: str = Field(alias="from", pattern=r"^[^\s@]+@[^\s@]+$")
+    to: list[Annotated[str, Field(pattern=r"^[^\s@,]+@[^\s@,]+$")]] = Field(min_length=1)
+    format: Literal["txt", "html"] = Field(default="txt", description="message body format")
+
+    @model_validator(mode="after")
+    def _password_with_username(self) -> EmailTarget:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both username and password, or neither")
+        return self
+
+
+class NotificationProfile(_Model):
+    """One of Kopia's notification profiles: where the servers send snapshot reports and errors."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9-]{0,39}$", description="the profile's name; Kopia stores it as homelab-<name>"
+    )
+    min_severity: Literal["verbose", "success", "report", "warning", "error"] = Field(
+        default="warning",
+        alias="minSeverity",
+        description="the least severe message sent: 'warning' sends failed and partly failed snapshots, not "
+        "every successful one (Kopia's own default, 'report', sends them all)",
+    )
+    webhook: WebhookTarget | None = None
+    email: EmailTarget | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> NotificationProfile:
+        if (self.webhook is None) == (self.email is None):
+            raise ValueError("give exactly one of webhook or email")
+        return self
+
+    def secret_refs(self) -> dict[str, SecretRef]:
+        """The profile's secrets by role ('url', 'headers', 'password'), for the resolver and the renderer."""
+        refs = {
+            "url": self.webhook and self.webhook.url,
+            "headers": self.webhook and self.webhook.headers,
+            "password": self.email and self.email.password,
+        }
+        return {role: ref for role, ref in refs.items() if ref is not None}
+
+
 class Kopia(_Model):
     container_name: str = Field(default="kopia", alias="containerName", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
     sources: list[BackupSource] = Field(min_length=1)
@@ -518,6 +583,11 @@ class StackConfig(_Model):
     repository: Repository
     policy: Policy
     key_vault: KeyVault = Field(default_factory=KeyVault, alias="keyVault")
+    notifications: list[NotificationProfile] = Field(
+        default_factory=list,
+        description="Kopia notification profiles; they live in the repository and serve every host, so declare "
+        "them in Pulumi.yaml",
+    )
     host: Host
     kopia: Kopia
     openlist: OpenList | None = None
@@ -591,6 +661,17 @@ def _consistency_problems(config: StackConfig) -> list[Problem]:
         *_maintenance_owner_is_a_policy_host(config),
         *_s3_endpoint_only_without_openlist(config),
         *_published_ports_do_not_collide(config),
+        *_notification_names_are_unique(config),
+    ]
+
+
+def _notification_names_are_unique(config: StackConfig) -> list[Problem]:
+    """Kopia keeps one profile per name: a second one with the same name would silently replace the first."""
+    names = [profile.name for profile in config.notifications]
+    return [
+        (f"{PROJECT}:notifications[{index}].name", f"{name!r} is declared twice")
+        for index, name in enumerate(names)
+        if name in names[:index]
     ]
 
 

@@ -6,14 +6,15 @@ Thin wiring only: what the files and the start script say is decided in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_docker as docker
 import pulumi_tls as tls
 
 from components import render
-from components.config import Host, Kopia, Policy, Repository
+from components.config import Host, Kopia, NotificationProfile, Policy, Repository
 from components.remote_files import ConfigFiles
 
 
@@ -28,6 +29,8 @@ class KopiaSecrets:
     s3_access_key_id: pulumi.Output[str]
     s3_secret_access_key: pulumi.Output[str]
     heartbeat_url: pulumi.Output[str] | None = None
+    #: per declared notification profile (by name): its secrets by role, as `NotificationProfile.secret_refs()`
+    notifications: Mapping[str, Mapping[str, pulumi.Output[str]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class KopiaNodeArgs:
     kopia: Kopia
     repository: Repository
     policy: Policy
+    notifications: Sequence[NotificationProfile]
     image: str
     params: render.StartScriptParams  # render.start_script_params(config)
     secrets: KopiaSecrets
@@ -69,7 +73,7 @@ class KopiaNode(pulumi.ComponentResource):
             target=args.ssh_target,
             directory=args.host.config_dir,
             files=files,
-            secret_files=render.SECRET_FILES,
+            secret_files=render.SECRET_FILES | {render.notification_file(p.name) for p in args.notifications},
             opts=pulumi.ResourceOptions(parent=self),
         )
         container = self._container(files, config_files)
@@ -96,7 +100,8 @@ class KopiaNode(pulumi.ComponentResource):
         )
 
     def _secret_and_policy_files(self) -> dict[str, pulumi.Input[str]]:
-        """repository.config, storage.token, policy.json and secrets.env, rendered (components/render.py)."""
+        """repository.config, storage.token, policy.json, secrets.env and one file per notification profile,
+        rendered (components/render.py)."""
         args = self._args
         secrets = args.secrets
         storage = pulumi.Output.all(args.s3_endpoint, secrets.s3_access_key_id, secrets.s3_secret_access_key).apply(
@@ -115,7 +120,14 @@ class KopiaNode(pulumi.ComponentResource):
                     secrets.heartbeat_url,
                 ).apply(lambda v: render.render_secrets_env(render.kopia_secret_variables(*v)))
             ),
+            **{render.notification_file(p.name): self._notification_profile(p) for p in args.notifications},
         }
+
+    def _notification_profile(self, profile: NotificationProfile) -> pulumi.Output[str]:
+        secrets = self._args.secrets.notifications[profile.name]
+        return pulumi.Output.secret(
+            pulumi.Output.all(**secrets).apply(lambda values: render.render_notification_profile(profile, values))
+        )
 
     def _tls_certificate(self) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
         """(certificate PEM, secret key PEM). Generated once and kept in Pulumi state: the fingerprint is known

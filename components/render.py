@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 from components.config import (
     OPENLIST_EMPTY_FOLDER_MARKER,
+    SEVERITIES,
+    NotificationProfile,
     Policy,
     Repository,
     StackConfig,
@@ -182,6 +184,67 @@ HEARTBEAT_URL_VARIABLE = "HOMELAB_HEARTBEAT_URL"
 SERVER_CONTROL_USER = "server-control"
 
 
+# ---------------------------------------------------------------- notification profiles
+
+#: Kopia profiles this program owns are named homelab-<name>; the start script deletes the ones no longer
+#: declared and leaves profiles made by hand alone.
+KOPIA_PROFILE_PREFIX = "homelab-"
+
+
+def notification_file(profile_name: str) -> str:
+    """The host file holding one declared profile: notification-<name>.json (secret: it holds the URL or
+    the SMTP password)."""
+    return f"notification-{profile_name}.json"
+
+
+def kopia_notification_profile(profile: NotificationProfile, secret_values: Mapping[str, str]) -> dict:
+    """One profile as Kopia stores it (notification/notifyprofile/notification_profile.go, the senders'
+    options in notification/sender/{webhook,email}/*_options.go @ v0.22.3), every field given, so Kopia
+    applies no default of its own. `secret_values` holds the resolved `profile.secret_refs()`."""
+    if profile.webhook is not None:
+        method = {
+            "type": "webhook",
+            "config": {
+                "endpoint": secret_values["url"],
+                "format": profile.webhook.format,
+                "headers": secret_values.get("headers", ""),
+                "method": profile.webhook.method,
+            },
+        }
+    else:
+        email = profile.email
+        assert email is not None  # the model requires one target
+        method = {
+            "type": "email",
+            "config": {
+                "cc": "",
+                "format": email.format,
+                "from": email.from_address,
+                "smtpIdentity": "",
+                "smtpPassword": secret_values.get("password", ""),
+                "smtpPort": email.smtp_port,
+                "smtpServer": email.smtp_server,
+                "smtpUsername": email.username or "",
+                "to": ",".join(email.to),
+            },
+        }
+    return {
+        "profile": KOPIA_PROFILE_PREFIX + profile.name,
+        "method": method,
+        "minSeverity": SEVERITIES[profile.min_severity],
+    }
+
+
+def render_notification_profile(profile: NotificationProfile, secret_values: Mapping[str, str]) -> str:
+    """The profile's JSON exactly as Kopia's server answers `GET /api/v1/notificationProfiles/<name>`: Go's
+    encoder, indented by two spaces, HTML characters escaped, the sender options as a map (sorted keys). The
+    start script posts this file, and skips the post when the server already answers the same bytes."""
+    text = json.dumps(kopia_notification_profile(profile, secret_values), indent=2, ensure_ascii=False)
+    for char in "<>&\u2028\u2029":  # what Go's encoder escapes inside strings
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text + "\n"
+
+
 # ---------------------------------------------------------------- the start script
 
 
@@ -285,12 +348,26 @@ def render_start_script(params: StartScriptParams) -> str:
         "@DRILL_FIRST_WAIT@": str(min(params.drill_interval_seconds, 60)),
         "@DRILL_PERCENT@": f"{params.drill_files_percent:g}",
         "@DRILL_SOURCES@": " ".join(f"--sources={s}" for s in params.sources),
+        "@NOTIFICATION_FILES@": notification_file("*"),
+        "@PROFILE_PREFIX@": KOPIA_PROFILE_PREFIX,
+        "@NOTIFY_RETRY@": "30",
+        **_own_server(params),
     }
     unquoted = (params.hostname, params.username, params.maintenance_owner, params.refresh_interval, *params.sources)
     for value in (*unquoted, params.deploy_dir, params.state_dir, params.cache_dir):
         if shlex.quote(value) != value:
             raise ValueError(f"{value!r} cannot be placed in the start script unquoted")
     return fill_template(START_SCRIPT_TEMPLATE, replacements)
+
+
+def _own_server(params: StartScriptParams) -> dict[str, str]:
+    """How the scripts inside the container reach their own server: on loopback, trusting only the
+    certificate Pulumi wrote (curl's --cacert), or plain HTTP when the stack opted out of TLS."""
+    scheme = "https" if params.tls else "http"
+    return {
+        "@SERVER_URL@": f"{scheme}://127.0.0.1:{params.port}",
+        "@CURL_TLS@": f"--cacert {params.deploy_dir}/{TLS_CERT}" if params.tls else "",
+    }
 
 
 HEALTHCHECK_TEMPLATE = TEMPLATES / "kopia-health.sh"
@@ -312,14 +389,12 @@ def render_healthcheck(params: StartScriptParams) -> str:
     server's own certificate (the one Pulumi wrote), and reads each source's status, last
     snapshot and next snapshot time (docs/upstream-behaviour.md#a-failed-snapshots-source-returns-to-idle).
     """
-    scheme = "https" if params.tls else "http"
     replacements = {
         "@IDENTITY@": params.identity,
         "@DEPLOY_DIR@": params.deploy_dir,
         "@STATE_DIR@": params.state_dir,
         "@SECRETS_ENV@": SECRETS_ENV,
-        "@SERVER_URL@": f"{scheme}://127.0.0.1:{params.port}",
-        "@CURL_TLS@": f"--cacert {params.deploy_dir}/{TLS_CERT}" if params.tls else "",
+        **_own_server(params),
         "@MAX_AGE_SECONDS@": str(params.max_snapshot_age_seconds),
         "@UPLOAD_ALLOWANCE_SECONDS@": str(params.upload_allowance_seconds),
         "@MAX_DRILL_AGE_SECONDS@": str(params.max_drill_age_seconds),

@@ -142,9 +142,12 @@ class System:
     #: engine tier: what `pulumi refresh --preview-only --expect-no-changes` said on e2e-vps while its Kopia
     #: waited for sakamoto to create the repository ("" = no drift; else the error)
     drift_while_waiting: str | None = None
-    heartbeat: infra.HeartbeatReceiver | None = None  # e2e-sakamoto pings it after every healthy check
+    #: e2e-sakamoto pings it after every healthy check; both hosts' Kopia post alerts to it (a webhook)
+    receiver: infra.HttpReceiver | None = None
+    mail: infra.SmtpReceiver | None = None  # both hosts' Kopia mail alerts to it
     _lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _locked: bool = False
+    receiver_address: str = ""
     _made_networks: list[str] = field(default_factory=list)
     _workdir: Path | None = None
 
@@ -197,8 +200,10 @@ class System:
     # ------------------------------------------------------------ pulumi up
 
     def overrides(self, stack: str, **extra: Any) -> dict[str, Any]:
-        """What an operator sets with `pulumi config set` to point the test stack at this machine's sshd."""
-        host = extra.pop("homelab-backup:host", None) or stack_config(f"e2e-{stack}")["homelab-backup:host"]
+        """What an operator sets with `pulumi config set` to point the test stack at this machine's sshd and
+        its mail alerts at this machine's SMTP receiver."""
+        config = stack_config(f"e2e-{stack}")
+        host = extra.pop("homelab-backup:host", None) or config["homelab-backup:host"]
         ssh = {
             **host["ssh"],
             "address": self.ssh_host.address,
@@ -206,7 +211,14 @@ class System:
             "user": self.ssh_host.user,
             "hostKey": self.ssh_host.host_public_key,
         }
-        return {"homelab-backup:host": {**host, "ssh": ssh}, **extra}
+        assert self.mail is not None, "start_receivers() first"
+        notifications = [
+            {**p, "email": {**p["email"], "smtpServer": self.receiver_address, "smtpPort": self.mail.port}}
+            if "email" in p
+            else p
+            for p in config["homelab-backup:notifications"]
+        ]
+        return {"homelab-backup:host": {**host, "ssh": ssh}, "homelab-backup:notifications": notifications, **extra}
 
     def up(self, stack: str, secrets_override: dict[str, str] | None = None, **extra: Any) -> None:
         started = time.monotonic()
@@ -272,11 +284,11 @@ class System:
     def deploy(self, openlist_admin_cls: Any) -> None:
         """First deploy as the README gives it: vps, OpenList's first-deploy steps, then sakamoto."""
         self.prepare_host()
+        self.start_receivers()
         self.up("vps")
         self.first_deploy_openlist(openlist_admin_cls)
         if self.tier == "engine":
             self.observe_drift_while_vps_waits()
-        self.start_heartbeat_receiver()
         self.up("sakamoto")
         self._make_oracle()
 
@@ -289,7 +301,7 @@ class System:
         self.prepare_host()
         infra.docker("network", "create", NETWORK)
         self._made_networks.append(NETWORK)
-        self.start_heartbeat_receiver()
+        self.start_receivers()
         self.up("sakamoto")  # its S3 endpoint does not exist yet: Kopia fails loudly and retries
         vps_host = {**_HOST["vps"], "network": {**_HOST["vps"]["network"], "create": False}}
         self.up("vps", **{"homelab-backup:host": vps_host})
@@ -307,14 +319,21 @@ class System:
             self.secrets["s3SecretAccessKey"],
         )
 
-    def start_heartbeat_receiver(self) -> None:
-        """A local receiver at the address containers on the stacks' network reach this machine by."""
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
-        self.heartbeat = infra.HeartbeatReceiver()
-        # this machine is the test stacks' host: its own docker CLI sees the network
-        gateway = infra.docker("network", "inspect", "--format", "{{(index .IPAM.Config 0).Gateway}}", NETWORK)
-        self.secrets["heartbeatUrl"] = self.heartbeat.url(gateway.stdout.strip())
+    def start_receivers(self) -> None:
+        """Local HTTP and SMTP receivers, and the heartbeat and alert URLs that point at them."""
+        self.stop_receivers()
+        self.receiver, self.mail = infra.HttpReceiver(), infra.SmtpReceiver()
+        # This machine is the test stacks' host. Its address on Docker's default bridge is reachable from a
+        # container on any network, and it exists before the stacks create theirs.
+        gateway = infra.docker("network", "inspect", "--format", "{{(index .IPAM.Config 0).Gateway}}", "bridge")
+        self.receiver_address = gateway.stdout.strip()
+        self.secrets["heartbeatUrl"] = self.receiver.ping_url(self.receiver_address)
+        self.secrets["alertWebhookUrl"] = self.receiver.webhook_url(self.receiver_address)
+
+    def stop_receivers(self) -> None:
+        for receiver in (self.receiver, self.mail):
+            if receiver is not None:
+                receiver.stop()
 
     def observe_drift_while_vps_waits(self) -> None:
         """Before sakamoto exists, vps's Kopia waits for the repository; refresh must see no drift then."""
@@ -373,8 +392,7 @@ class System:
             subprocess.run(["rm", "-rf", str(BASE)], check=False)
             if self._workdir is not None:
                 shutil.rmtree(self._workdir, ignore_errors=True)
-            if self.heartbeat is not None:
-                self.heartbeat.stop()
+            self.stop_receivers()
             self._lock.close()
 
 

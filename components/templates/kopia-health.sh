@@ -4,7 +4,8 @@
 # not paused, has a next snapshot time, its last snapshot is complete and error-free, and that snapshot
 # is younger than @MAX_AGE_SECONDS@s (two intervals plus a margin). A source that is uploading counts
 # as healthy while it uploads. A snapshot that fails outright writes no manifest, so it shows as stale.
-# The last restore drill (see the start script) must have passed, within two drill intervals plus a margin.
+# The last restore drill (see the start script) must have passed, within two drill intervals plus a margin,
+# and the notification profiles must have been applied (no "failed" result).
 # Prints one line per problem (Docker keeps them in `docker inspect`), or one "healthy" line. A healthy
 # check then pings the heartbeat URL, if one is configured: when pings stop, the monitoring service alerts
 # (a dead host, a crash-looping container and stale sources alike, since then no check passes).
@@ -42,6 +43,13 @@ if [ -r @STATE_DIR@/restore-drill ] && read -r outcome at when message < @STATE_
     echo "restore drill passed at $when"
 elif [ $(( $(date +%s) - $(cat @STATE_DIR@/first-start 2>/dev/null || date +%s) )) -gt @MAX_DRILL_AGE_SECONDS@ ]; then
     echo "no restore drill since the server started"
+    exit 1
+fi
+
+# Kopia's own alerts (the start script applies the declared notification profiles once the server runs).
+if [ -r @STATE_DIR@/notification-profiles ] && read -r outcome _ when message < @STATE_DIR@/notification-profiles &&
+    [ "$outcome" = failed ]; then
+    echo "notification profiles not applied (last try at $when): $message"
     exit 1
 fi
 

@@ -14,6 +14,9 @@ SEEN_MARKER=@STATE_DIR@/repository-seen
 
 log() { printf 'kopia-start: %s\n' "$*" >&2; }
 die() { printf 'kopia-start: FATAL: %s\n' "$*" >&2; exit 1; }
+# One result line for the health check, replaced atomically (it may read at any moment). Readable by all:
+# it holds no secret, and `scripts/status` reads it over SSH as the deploy user.
+write_result() { (umask 022 && printf '%s\n' "$2" > "$1.tmp") && mv -f "$1.tmp" "$1"; }
 # Kopia's own error line, without the progress lines around it.
 kopia_error() { printf '%s\n' "$1" | grep . | tail -n 1; }
 
@@ -95,11 +98,77 @@ restore_drill() {
         else
             result="failed $(date +%s) $at $(kopia_error "$out")"
         fi
-        printf '%s\n' "$result" > "$DRILL_RESULT.tmp" && mv -f "$DRILL_RESULT.tmp" "$DRILL_RESULT"
+        write_result "$DRILL_RESULT" "$result"
     done
 }
 DRILL_RESULT=@STATE_DIR@/restore-drill
 ( exec </dev/null >/dev/null 2>&1; restore_drill ) &  # exec: dash keeps no copy of the log fds
+
+# Kopia's own alerts: the declared notification profiles are the files $DEPLOY/@NOTIFICATION_FILES@, each
+# the profile's JSON as Kopia's server answers for it. Once the server answers, each one is saved through its
+# API (skipped when the server already holds the same bytes), and every @PROFILE_PREFIX@* profile that is no
+# longer declared is deleted; profiles made by hand keep their other names and are left alone. The logins and
+# the files' secrets travel on curl's stdin and in files, never on a command line. The result, one line, is
+# what the health check reads: "ok|failed <epoch> <UTC time> <what was done, or what failed>".
+ui_login=$(printf '%s:%s' "$KOPIA_SERVER_USERNAME" "$KOPIA_SERVER_PASSWORD" | base64 | tr -d '\n')
+session=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+csrf=none  # until the UI page gives this session's token
+ui_api() {  # METHOD PATH [curl options]: Kopia's UI API, with the UI login, a session cookie and its CSRF token
+    method=$1 path=$2
+    shift 2
+    printf 'Authorization: Basic %s\nCookie: Kopia-Session-Cookie=%s\nX-Kopia-Csrf-Token: %s\n' \
+        "$ui_login" "$session" "$csrf" |
+        curl -sS --fail --max-time 30 @CURL_TLS@ -H @- -X "$method" "$@" "@SERVER_URL@$path" 2>&1
+}
+apply_notification_profiles() {  # prints what it did, or what failed
+    # The UI page carries this session's CSRF token, which every UI API call must send back.
+    page=$(ui_api GET /) || { echo "the server's UI page: $page"; return 1; }
+    csrf=$(printf '%s\n' "$page" | sed -n 's/.*name="kopia-csrf-token" content="\([0-9a-f]*\)".*/\1/p')
+    [ -n "$csrf" ] || { echo "the server's UI page carries no CSRF token"; return 1; }
+    declared='' saved='' unchanged='' deleted=''
+    for file in "$DEPLOY"/@NOTIFICATION_FILES@; do
+        [ -r "$file" ] || continue
+        name=$(basename "$file" .json)
+        name=@PROFILE_PREFIX@${name#notification-}
+        declared="$declared $name"
+        if current=$(ui_api GET "/api/v1/notificationProfiles/$name") && [ "$current" = "$(cat "$file")" ]; then
+            unchanged="$unchanged $name"
+            continue
+        fi
+        out=$(ui_api POST /api/v1/notificationProfiles -H 'Content-Type: application/json' --data-binary "@$file") ||
+            { echo "cannot save $name: $out"; return 1; }
+        saved="$saved $name"
+    done
+    all=$(ui_api GET /api/v1/notificationProfiles) || { echo "cannot list the profiles: $all"; return 1; }
+    for name in $(printf '%s\n' "$all" | sed -n 's/^ *"profile": "\(@PROFILE_PREFIX@[a-z0-9-]*\)",*$/\1/p'); do
+        case "$declared " in *" $name "*) continue ;; esac
+        out=$(ui_api DELETE "/api/v1/notificationProfiles/$name") || { echo "cannot delete $name: $out"; return 1; }
+        deleted="$deleted $name"
+    done
+    echo "saved:${saved:- none}; unchanged:${unchanged:- none}; deleted:${deleted:- none}"
+}
+notification_profiles() {
+    tries=0  # wait for the server to answer at all (any HTTP status), at most two minutes
+    until [ "$(curl -s -o /dev/null --max-time 5 @CURL_TLS@ -w '%{http_code}' "@SERVER_URL@/")" != 000 ] ||
+        [ "$tries" -ge 60 ]; do
+        tries=$((tries + 1))
+        sleep 2
+    done
+    while :; do
+        at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+        if outcome=$(apply_notification_profiles); then
+            write_result "$NOTIFY_RESULT" "ok $(date +%s) $at $outcome"
+            log "notification profiles: $outcome"
+            return 0
+        fi
+        write_result "$NOTIFY_RESULT" "failed $(date +%s) $at $outcome"
+        log "ERROR: cannot apply the notification profiles (next try in @NOTIFY_RETRY@s): $outcome"
+        sleep @NOTIFY_RETRY@
+    done
+}
+NOTIFY_RESULT=@STATE_DIR@/notification-profiles
+rm -f "$NOTIFY_RESULT"
+notification_profiles &
 
 log "starting the Kopia server on port @PORT@ (@SCHEME@)"
 exec kopia server start --address=0.0.0.0:@PORT@ @TLS_FLAGS@ \

@@ -1,6 +1,6 @@
 """End-to-end test infrastructure: a real Docker engine, sshd, Kopia and OpenList on this machine.
 
-One module per job (pins, gate, process, cache, dockerd, gobuild, images, ssh, runlock, heartbeat,
+One module per job (pins, gate, process, cache, dockerd, gobuild, images, ssh, runlock, receivers,
 cleanup, openlist, kopia); this package re-exports them, so tests, the demo and the benchmark write
 `infra.<name>`. `tests/e2e/conftest.py` only wires it into pytest.
 
@@ -57,9 +57,6 @@ from testbed.infra.gobuild import (  # noqa: F401
     ensure_openlist_binary,
     module_dir,
     run_long,
-)
-from testbed.infra.heartbeat import (  # noqa: F401
-    HeartbeatReceiver,
 )
 from testbed.infra.images import (  # noqa: F401
     DEBIAN_MIRROR_ENV,
@@ -121,6 +118,10 @@ from testbed.infra.process import (  # noqa: F401
     timed,
     unique_name,
     wait_until,
+)
+from testbed.infra.receivers import (  # noqa: F401
+    HttpReceiver,
+    SmtpReceiver,
 )
 from testbed.infra.runlock import (  # noqa: F401
     RUN_LOCK,

@@ -359,10 +359,10 @@ def test_status_shows_every_source_of_every_host_from_the_operators_machine(syst
 
 
 def test_heartbeat_is_pinged_while_healthy(system: System):
-    assert system.heartbeat is not None
+    assert system.receiver is not None
     system.wait_healthy(KOPIA["sakamoto"])
     since = time.time()
-    wait_for("two heartbeat pings", lambda: system.heartbeat.pings_since(since) >= 2, 60, interval=2)
+    wait_for("two heartbeat pings", lambda: system.receiver.pings_since(since) >= 2, 60, interval=2)
     assert last_health_output(system, KOPIA["sakamoto"]).startswith("healthy: 2 sources backing up")
 
 
@@ -377,7 +377,7 @@ def test_a_paused_source_turns_the_host_unhealthy_stops_the_heartbeat_and_recove
         assert f"{source}: paused" in verdict or f"{source}: no next snapshot scheduled (paused" in verdict, verdict
         quiet_since = time.time() + 12  # a check already running may still ping once
         time.sleep(30)
-        assert system.heartbeat is not None and system.heartbeat.pings_since(quiet_since) == 0
+        assert system.receiver is not None and system.receiver.pings_since(quiet_since) == 0
         if system.tier == "engine":  # the operator's view: scripts/status reads the stacks from Pulumi
             result = run_status(system)
             assert result.returncode == 1, result.stdout + result.stderr
@@ -387,7 +387,7 @@ def test_a_paused_source_turns_the_host_unhealthy_stops_the_heartbeat_and_recove
         control(system, "sakamoto", "resume", "/backup/minio")
     wait_health(system, container, "healthy", 120)
     since = time.time()
-    wait_for("the heartbeat to resume", lambda: system.heartbeat.pings_since(since) >= 1, 60, interval=2)
+    wait_for("the heartbeat to resume", lambda: system.receiver.pings_since(since) >= 1, 60, interval=2)
 
 
 def test_endpoint_stopped_while_the_server_runs_turns_hosts_unhealthy_within_the_bound_then_recovers(system: System):
@@ -408,8 +408,74 @@ def test_endpoint_stopped_while_the_server_runs_turns_hosts_unhealthy_within_the
         system.docker("start", OPENLIST)
     wait_health(system, container, "healthy", 240)  # the next scheduled snapshot succeeds: healthy by itself
     since = time.time()
-    assert system.heartbeat is not None
-    wait_for("the heartbeat to resume", lambda: system.heartbeat.pings_since(since) >= 1, 60, interval=2)
+    assert system.receiver is not None
+    wait_for("the heartbeat to resume", lambda: system.receiver.pings_since(since) >= 1, 60, interval=2)
+
+
+# ---------------------------------------------------------------- 12. alerts: Kopia's notification profiles
+
+
+def notification_result(stack: str) -> str:
+    path = KOPIA_DATA_DIR[stack] / "state" / "notification-profiles"
+    return path.read_text() if path.exists() else ""
+
+
+def test_the_declared_notification_profiles_are_in_the_repository_once_with_minimum_severity_warning(system):
+    for stack in ("vps", "sakamoto"):
+        wait_for(f"e2e-{stack} to apply its notification profiles", lambda s=stack: notification_result(s), 120)
+        assert notification_result(stack).startswith("ok "), notification_result(stack)
+        assert "notification profiles: saved:" in system.logs(KOPIA[stack])
+    assert system.oracle is not None
+    profiles = system.oracle.json("notification", "profile", "list")
+    assert sorted(p["profile"] for p in profiles) == ["homelab-alerts", "homelab-mail"]
+    assert {p["minSeverity"] for p in profiles} == {10}  # warning, not Kopia's default (every report)
+    # Applied at every start, idempotently: a restart finds them byte for byte and saves nothing.
+    first = notification_result("vps")
+    system.docker("restart", KOPIA["vps"])
+    again = wait_for("the restarted e2e-vps to apply them", lambda: notification_result("vps") not in ("", first), 180)
+    again = notification_result("vps")
+    assert again.split(" ", 3)[3].strip() == "saved: none; unchanged: homelab-alerts homelab-mail; deleted: none"
+    assert len(system.oracle.json("notification", "profile", "list")) == 2
+
+
+def test_a_failing_snapshot_alerts_by_webhook_and_mail_naming_host_and_source_a_good_one_does_not(system):
+    """The bucket folder made read-only for OpenList (a drive that refuses writes): the next scheduled
+    snapshots of sakamoto fail, and Kopia's server sends its report at severity error to both profiles."""
+    assert system.receiver is not None and system.mail is not None
+    container = KOPIA["sakamoto"]
+    system.wait_healthy(container)
+    writable = BUCKET_ON_HOST / system_repository_prefix()
+    mode = writable.stat().st_mode & 0o7777
+    since = time.time()
+    writable.chmod(0o555)  # OpenList runs as an unprivileged user: its uploads now fail
+    try:
+
+        def alerted() -> list:
+            return [a for a in system.receiver.alerts_since(since) if "sakamoto" in a.headers.get("Subject", "")]
+
+        (alert, *_) = wait_for("a webhook alert from sakamoto", alerted, 300, interval=3)
+        say(f"alert after {alert.at - since:.0f}s: {alert.headers.get('Subject')!r}")
+        assert "/backup/minio" in alert.body or "/backup/compose" in alert.body, alert.body
+        assert "Error" in alert.body or "error" in alert.body.lower(), alert.body
+        (mail, *_) = wait_for("a mail alert from sakamoto", lambda: system.mail.mail_since(since), 60, interval=2)
+        assert "sakamoto" in mail.headers.get("Subject", ""), mail.headers
+        assert mail.path == "operator@homelab.test"
+    finally:
+        writable.chmod(mode)
+    # Recovered: once a snapshot succeeds again, successful reports stay below "warning": no message.
+    wait_health(system, container, "healthy", 300)
+    quiet_since = time.time() + 5  # a report already on its way may still arrive
+    assert system.oracle is not None
+    before = {source_name(s) for s in system.oracle.snapshots() if source_name(s).startswith("shelken@sakamoto")}
+    done = len(system.oracle.snapshots())
+
+    def more_snapshots() -> bool:
+        return len(system.oracle.snapshots()) >= done + len(before)
+
+    wait_for("another round of successful snapshots", more_snapshots, 180, interval=5)
+    time.sleep(10)
+    assert system.receiver.alerts_since(quiet_since) == [], "a successful snapshot sends nothing at 'warning'"
+    assert system.mail.mail_since(quiet_since) == []
 
 
 # ---------------------------------------------------------------- 6. config change
@@ -553,8 +619,8 @@ def test_wrong_password_fails_loudly_and_changes_nothing(system: System):
         assert not server_answers(ADDRESS["sakamoto"])
         time.sleep(1)
     time.sleep(15)
-    assert system.heartbeat is not None
-    assert system.heartbeat.pings_since(quiet_since) == 0, "a crash-looping host must not ping its heartbeat"
+    assert system.receiver is not None
+    assert system.receiver.pings_since(quiet_since) == 0, "a crash-looping host must not ping its heartbeat"
     if system.tier == "engine":  # the operator's view: one host down does not hide the other
         result = run_status(system)
         assert result.returncode == 2, result.stdout + result.stderr

@@ -71,11 +71,15 @@ def key_vault() -> Iterator[FakeKeyVault]:
         yield vault
 
 
-def run_committed_stack(stack: str, key_vault: FakeKeyVault, **overrides: object) -> ProgramRun:
-    """The committed stack file as it is, with Key Vault's URL pointed at the local fake."""
+def run_committed_stack(
+    stack: str, key_vault: FakeKeyVault, secrets: dict[str, str] | None = None, **overrides: object
+) -> ProgramRun:
+    """The committed stack file as it is, with Key Vault's URL pointed at the local fake (and `overrides`,
+    and `secrets` for `config:` references)."""
     return run_program(
         stack,
         overrides={"homelab-backup:keyVault": {"urlTemplate": key_vault.url_template}, **overrides},
+        secrets=secrets,
         invoke_answers={"azure-native:authorization:getClientToken": {"token": AZURE_TOKEN}},
     )
 

@@ -715,3 +715,47 @@ def test_key_vault_url_template_is_checked(template, fragment):
 def test_key_vault_url_template_may_be_plain_http_only_on_loopback():
     config = load_stack_config(mutated(VPS, setter("keyVault.urlTemplate", "http://127.0.0.1:8200/{vault}")))
     assert config.key_vault.url_template == "http://127.0.0.1:8200/{vault}"
+
+
+# ---------------------------------------------------------------- notification profiles
+
+WEBHOOK = {"name": "ntfy", "webhook": {"url": "azure://shelken-homelab/homelab-backup/NTFY_URL"}}
+EMAIL = {
+    "name": "mail",
+    "email": {
+        "smtpServer": "smtp.example.net",
+        "username": "backup",
+        "password": "config:smtpPassword",
+        "from": "kopia@example.net",
+        "to": ["me@example.net"],
+    },
+}
+
+
+def test_notification_profiles_default_to_warning_and_name_their_secrets():
+    config = load_stack_config({**VPS, "notifications": [WEBHOOK, EMAIL]})
+    webhook, email = config.notifications
+    assert (webhook.min_severity, webhook.webhook.method, webhook.webhook.format) == ("warning", "POST", "txt")
+    assert {role: str(ref) for role, ref in webhook.secret_refs().items()} == {"url": WEBHOOK["webhook"]["url"]}
+    assert {role: str(ref) for role, ref in email.secret_refs().items()} == {"password": "config:smtpPassword"}
+    assert email.email.smtp_port == 587
+
+
+@pytest.mark.parametrize(
+    ("profile", "key", "fragment"),
+    [
+        ({"name": "both", "webhook": WEBHOOK["webhook"], "email": EMAIL["email"]}, "notifications[0]", "exactly one"),
+        ({"name": "none"}, "notifications[0]", "exactly one"),
+        ({**WEBHOOK, "webhook": {"url": "https://ntfy.sh/secret-topic"}}, "notifications[0].webhook.url", "reference"),
+        ({**WEBHOOK, "name": "Has Spaces"}, "notifications[0].name", "pattern"),
+        ({**WEBHOOK, "minSeverity": "loud"}, "notifications[0].minSeverity", "warning"),
+        ({**EMAIL, "email": {**EMAIL["email"], "password": None}}, "notifications[0].email", "both"),
+        ({**EMAIL, "email": {**EMAIL["email"], "to": []}}, "notifications[0].email.to", "at least 1"),
+    ],
+)
+def test_a_bad_notification_profile_is_named_at_its_key(profile, key, fragment):
+    assert_only_problem({**VPS, "notifications": [profile]}, key, fragment)
+
+
+def test_a_notification_profile_name_declared_twice_is_refused():
+    assert_only_problem({**VPS, "notifications": [WEBHOOK, WEBHOOK]}, "notifications[1].name", "declared twice")

@@ -268,3 +268,17 @@ def test_an_overdue_drill_or_none_since_long_after_the_start_is_unhealthy(env_di
     fresh = [source_status(s) for s in SOURCES]
     result = check(env_dirs, answer(*fresh))
     assert result.returncode == 1 and result.stdout.splitlines()[-1] == "no restore drill since the server started"
+
+
+def test_notification_profiles_that_failed_to_apply_make_the_host_unhealthy(env_dirs):
+    state = env_dirs["state"] / "notification-profiles"
+    state.write_text("failed 1764000000 2025-11-24T16:00:00Z cannot save homelab-ntfy: curl: (22) error: 500\n")
+    result = check(env_dirs, answer(*[source_status(s) for s in SOURCES]))
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[-1] == (
+        "notification profiles not applied (last try at 2025-11-24T16:00:00Z): "
+        "cannot save homelab-ntfy: curl: (22) error: 500"
+    )
+    assert not (env_dirs["fake"] / "pings").exists()
+    state.write_text("ok 1764000000 2025-11-24T16:00:00Z saved: homelab-ntfy; unchanged: none; deleted: none\n")
+    assert check(env_dirs, answer(*[source_status(s) for s in SOURCES])).returncode == 0

@@ -449,3 +449,31 @@ def test_the_adapter_applies_in_the_programs_dependency_order(vps):
     # Kopia's endpoint is OpenList's container name: its storage file and container come after it.
     assert order.index("openlist-container") < order.index("kopia-config-repository-config")
     assert order[-1] == "kopia-container"
+
+
+def test_notification_profiles_become_secret_files_and_restart_kopia_when_they_change(key_vault):
+    notifications = [
+        {"name": "ntfy", "webhook": {"url": "config:ntfyUrl"}},
+        {"name": "mail", "email": {**MAIL, "username": "kopia", "password": "config:smtpPassword"}},
+    ]
+
+    def run_with(url: str) -> ProgramRun:
+        secrets = {"ntfyUrl": url, "smtpPassword": "value-of-smtpPassword"}
+        return run_committed_stack("vps", key_vault, secrets, **{"homelab-backup:notifications": notifications})
+
+    run = run_with("https://ntfy.example/value-of-ntfyUrl")
+    for name in ("ntfy", "mail"):
+        resource = run.one(REMOTE_FILE, f"kopia-config-{render.notification_file(name).replace('.', '-')}")
+        assert plain_strings(resource.inputs["content"]) == [], "the file holds the URL or the SMTP password"
+        assert {"content", "sha256"} <= set(resource.options["additional_secret_outputs"])
+    assert json.loads(file_content(run, render.notification_file("ntfy")))["method"]["config"]["endpoint"] == (
+        "https://ntfy.example/value-of-ntfyUrl"
+    )
+    plain = [s for r in run.resources for s in plain_strings(r.inputs) + plain_strings(r.outputs)]
+    assert not [s for s in plain if "value-of-ntfyUrl" in s or "value-of-smtpPassword" in s]
+    digest = labels_of(run.one(CONTAINER, "kopia-container"))["homelab-backup.config-sha256"]
+    changed = labels_of(run_with("https://ntfy.example/other").one(CONTAINER, "kopia-container"))
+    assert changed["homelab-backup.config-sha256"] != digest, "a new URL restarts Kopia, which applies it"
+
+
+MAIL = {"smtpServer": "smtp.example.net", "from": "kopia@example.net", "to": ["me@example.net"]}

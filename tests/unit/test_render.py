@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from components import render
-from components.config import PROJECT, StackConfig, load_stack_config
+from components.config import PROJECT, NotificationProfile, StackConfig, load_stack_config
 from testbed.mocks import stack_config
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -380,3 +380,57 @@ def test_zero_retention_is_rendered_not_dropped():
     retention = json.loads(render.render_policy_json(policy))["shelken@vps:/backup/data"]["retention"]
     assert retention["keepHourly"] == 0 and retention["keepDaily"] == 7
     assert "keepWeekly" not in retention
+
+
+# ---------------------------------------------------------------- notification profiles
+
+
+def test_a_webhook_profile_is_kopias_own_json_as_its_server_answers_it():
+    profile = NotificationProfile.model_validate(
+        {"name": "ntfy", "minSeverity": "error", "webhook": {"url": "config:hook", "headers": "config:h"}}
+    )
+    text = render.render_notification_profile(profile, {"url": "https://ntfy.sh/t?a=<1>&b=2", "headers": "X: y"})
+    # Go's encoder: struct fields in order, the sender options as a map with sorted keys, two-space indent,
+    # <, > and & escaped, a final newline (internal/server/server.go, notification/sender/sender_config.go).
+    assert text == (
+        "{\n"
+        '  "profile": "homelab-ntfy",\n'
+        '  "method": {\n'
+        '    "type": "webhook",\n'
+        '    "config": {\n'
+        '      "endpoint": "https://ntfy.sh/t?a=\\u003c1\\u003e\\u0026b=2",\n'
+        '      "format": "txt",\n'
+        '      "headers": "X: y",\n'
+        '      "method": "POST"\n'
+        "    }\n"
+        "  },\n"
+        '  "minSeverity": 20\n'
+        "}\n"
+    )
+    assert json.loads(text)["method"]["config"]["endpoint"] == "https://ntfy.sh/t?a=<1>&b=2"
+
+
+def test_an_email_profile_gives_every_option_so_kopia_applies_no_default():
+    profile = NotificationProfile.model_validate(
+        {
+            "name": "mail",
+            "email": {"smtpServer": "smtp.example.net", "from": "k@example.net", "to": ["a@example.net", "b@x.io"]},
+        }
+    )
+    document = json.loads(render.render_notification_profile(profile, {}))
+    assert document["minSeverity"] == 10  # warning: failed snapshots, not every successful one
+    assert document["method"] == {
+        "type": "email",
+        "config": {
+            "cc": "",
+            "format": "txt",
+            "from": "k@example.net",
+            "smtpIdentity": "",
+            "smtpPassword": "",
+            "smtpPort": 587,
+            "smtpServer": "smtp.example.net",
+            "smtpUsername": "",
+            "to": "a@example.net,b@x.io",
+        },
+    }
+    assert list(document["method"]["config"]) == sorted(document["method"]["config"])

@@ -8,6 +8,7 @@ docs/upstream-behaviour.md#not-initialized-and-existing-data-messages).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import signal
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from components import render
+from components import config, render
 
 FAKE_KOPIA = r"""#!/bin/sh
 # Fake kopia 0.22.3. Scenario in $FAKE_SCENARIO; state in $FAKE_STATE.
@@ -69,6 +70,45 @@ esac
 echo "fake kopia: unexpected call: $*" >&2; exit 99
 """
 
+# Fake curl: the server's UI API as Kopia 0.22.3 serves it (internal/server/server.go,
+# api_notification_profile.go): the UI page carries the session's CSRF token; profiles are kept as the
+# files they were posted from, in $FAKE_STATE/profiles. Headers arrive on stdin (`-H @-`) and are recorded.
+FAKE_CURL = r"""#!/bin/sh
+method=GET body='' url=''
+while [ $# -gt 0 ]; do
+    case "$1" in
+    -X) method=$2; shift ;;
+    --data-binary) body=${2#@}; shift ;;
+    -w) [ -n "${FAKE_SERVER_DOWN:-}" ] && { printf 000; exit 7; }; printf 200; exit 0 ;;
+    -H) [ "$2" = @- ] && cat >> "$FAKE_STATE/curl-headers"; shift ;;
+    --cacert|--max-time|-o) shift ;;
+    -*) ;;
+    *) url=$1 ;;
+    esac
+    shift
+done
+printf '%s %s\n' "$method" "$url" >> "$FAKE_STATE/curl-calls"
+fail() { echo "curl: (22) The requested URL returned error: $1" >&2; exit 22; }
+[ -n "${FAKE_SERVER_DOWN:-}" ] && { echo "curl: (7) Failed to connect to 127.0.0.1 port 51515" >&2; exit 7; }
+path=/${url#*://*/}
+mkdir -p "$FAKE_STATE/profiles"
+if [ "$path" != / ] && ! tail -n 3 "$FAKE_STATE/curl-headers" | grep -qx 'X-Kopia-Csrf-Token: 5eed'; then
+    fail 401
+fi
+case "$method $path" in
+"GET /") echo '<html><head><title>KopiaUI</title><meta name="kopia-csrf-token" content="5eed" /></head></html>' ;;
+"GET /api/v1/notificationProfiles")
+    echo '['; for f in "$FAKE_STATE"/profiles/*.json; do [ -e "$f" ] && cat "$f"; done; echo ']' ;;
+"GET /api/v1/notificationProfiles/"*) cat "$FAKE_STATE/profiles/${path##*/}.json" 2>/dev/null || fail 500 ;;
+"POST /api/v1/notificationProfiles")
+    [ -n "${FAKE_SAVE_FAILS:-}" ] && fail 500
+    name=$(sed -n 's/^  "profile": "\(.*\)",$/\1/p' "$body")
+    cp "$body" "$FAKE_STATE/profiles/$name.json"; echo '{}' ;;
+"DELETE /api/v1/notificationProfiles/"*) rm -f "$FAKE_STATE/profiles/${path##*/}.json"; echo '{}' ;;
+*) fail 404 ;;
+esac
+"""
+
 SECRETS = render.kopia_secret_variables("repo-pw", "ui-user", "ui-pw", "control-pw")
 
 
@@ -77,8 +117,9 @@ def env_dirs(tmp_path: Path) -> dict[str, Path]:
     dirs = {name: tmp_path / name for name in ("deploy", "state", "cache", "bin", "fake")}
     for d in dirs.values():
         d.mkdir()
-    (dirs["bin"] / "kopia").write_text(FAKE_KOPIA)
-    (dirs["bin"] / "kopia").chmod(0o755)
+    for name, fake in (("kopia", FAKE_KOPIA), ("curl", FAKE_CURL)):
+        (dirs["bin"] / name).write_text(fake)
+        (dirs["bin"] / name).chmod(0o755)
     for name in (render.REPOSITORY_CONFIG, render.STORAGE_TOKEN, render.POLICY_JSON, render.TLS_CERT, render.TLS_KEY):
         (dirs["deploy"] / name).write_text("{}\n")
     (dirs["deploy"] / render.SECRETS_ENV).write_text(render.render_secrets_env(SECRETS))
@@ -111,6 +152,7 @@ def run_script(
     params: render.StartScriptParams,
     *,
     wait_for_drill: bool = False,
+    wait_for_notifications: bool = False,
     **extra_env: str,
 ) -> subprocess.CompletedProcess:
     env = {
@@ -130,16 +172,23 @@ def run_script(
         start_new_session=True,
     )
     try:
+        if wait_for_notifications:  # the background applier logs to stderr: read it once it is done
+            wait_for_file(dirs["state"] / "notification-profiles")
+            time.sleep(0.3)
+            os.killpg(process.pid, signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=30)
         if wait_for_drill:
-            drill = dirs["state"] / "restore-drill"
-            deadline = time.monotonic() + 20
-            while not drill.exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
+            wait_for_file(dirs["state"] / "restore-drill")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def wait_for_file(path: Path, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def calls(dirs: dict[str, Path]) -> list[str]:
@@ -310,3 +359,63 @@ def test_the_restore_drill_verifies_the_hosts_sources_and_leaves_one_result_line
     if fails:
         assert message == ["error verifying k1234: unable to read object: BLOB not found"]
     assert "verifying" not in result.stdout + result.stderr, "the drill's own output stays out of the log"
+
+
+# ---------------------------------------------------------------- notification profiles
+
+
+def webhook_profile(name: str = "ops") -> config.NotificationProfile:
+    return config.NotificationProfile.model_validate({"name": name, "webhook": {"url": "config:hook"}})
+
+
+def declare(dirs: dict[str, Path], name: str, url: str = "https://ntfy.example/backups?auth=tok&x=1") -> Path:
+    path = dirs["deploy"] / render.notification_file(name)
+    path.write_text(render.render_notification_profile(webhook_profile(name), {"url": url}))
+    return path
+
+
+def profiles_held(dirs: dict[str, Path]) -> dict[str, str]:
+    return {p.stem: p.read_text() for p in sorted((dirs["fake"] / "profiles").glob("*.json"))}
+
+
+def notification_outcome(dirs: dict[str, Path]) -> list[str]:
+    return (dirs["state"] / "notification-profiles").read_text().rstrip("\n").split(" ", 3)
+
+
+def test_declared_profiles_are_saved_with_the_ui_login_and_csrf_token_and_stale_ones_deleted(env_dirs):
+    declare(env_dirs, "ops")
+    (env_dirs["fake"] / "profiles").mkdir()
+    (env_dirs["fake"] / "profiles" / "homelab-gone.json").write_text('  "profile": "homelab-gone",\n')
+    (env_dirs["fake"] / "profiles" / "by-hand.json").write_text('  "profile": "by-hand",\n')
+    result = run_script(env_dirs, "existing", params_for(env_dirs), wait_for_notifications=True)
+    outcome, _, _, summary = notification_outcome(env_dirs)
+    assert (outcome, summary) == ("ok", "saved: homelab-ops; unchanged: none; deleted: homelab-gone")
+    assert "kopia-start: notification profiles: saved: homelab-ops" in result.stderr
+    held = profiles_held(env_dirs)
+    assert held["homelab-ops"] == (env_dirs["deploy"] / render.notification_file("ops")).read_text()
+    assert sorted(held) == ["by-hand", "homelab-ops"], "a profile made by hand is left alone"
+    headers = (env_dirs["fake"] / "curl-headers").read_text()
+    assert "Authorization: Basic " + base64.b64encode(b"ui-user:ui-pw").decode() in headers
+    assert "Cookie: Kopia-Session-Cookie=" in headers
+    for call in (env_dirs["fake"] / "curl-calls").read_text().splitlines():
+        assert "tok" not in call and call.split()[1].startswith("https://127.0.0.1:51515/")
+
+
+def test_an_unchanged_profile_is_not_saved_again(env_dirs):
+    declare(env_dirs, "ops")
+    run_script(env_dirs, "existing", params_for(env_dirs), wait_for_notifications=True)
+    (env_dirs["state"] / "notification-profiles").unlink()
+    (env_dirs["fake"] / "curl-calls").unlink()
+    run_script(env_dirs, "existing", params_for(env_dirs), wait_for_notifications=True)
+    assert notification_outcome(env_dirs)[3] == "saved: none; unchanged: homelab-ops; deleted: none"
+    assert "POST" not in (env_dirs["fake"] / "curl-calls").read_text()
+
+
+def test_a_failed_save_is_recorded_for_the_health_check_and_logged(env_dirs):
+    declare(env_dirs, "ops")
+    result = run_script(env_dirs, "existing", params_for(env_dirs), wait_for_notifications=True, FAKE_SAVE_FAILS="1")
+    outcome, _, _, message = notification_outcome(env_dirs)
+    assert outcome == "failed"
+    assert message == "cannot save homelab-ops: curl: (22) The requested URL returned error: 500"
+    assert "kopia-start: ERROR: cannot apply the notification profiles (next try in 30s)" in result.stderr
+    assert fatal_lines(result) == [], "the server runs on: only the alerts are missing"
