@@ -125,9 +125,9 @@ class KopiaNode(pulumi.ComponentResource):
 
     def _notification_profile(self, profile: NotificationProfile) -> pulumi.Output[str]:
         secrets = self._args.secrets.notifications[profile.name]
-        return pulumi.Output.secret(
-            pulumi.Output.all(**secrets).apply(lambda values: render.render_notification_profile(profile, values))
-        )
+        # Output.all() of no secrets (a mail relay without login) would give a list, not a dict
+        values = pulumi.Output.all(**secrets) if secrets else pulumi.Output.from_input({})
+        return pulumi.Output.secret(values.apply(lambda v: render.render_notification_profile(profile, v)))
 
     def _tls_certificate(self) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
         """(certificate PEM, secret key PEM). Generated once and kept in Pulumi state: the fingerprint is known

@@ -455,6 +455,7 @@ def test_notification_profiles_become_secret_files_and_restart_kopia_when_they_c
     notifications = [
         {"name": "ntfy", "webhook": {"url": "config:ntfyUrl"}},
         {"name": "mail", "email": {**MAIL, "username": "kopia", "password": "config:smtpPassword"}},
+        {"name": "relay", "email": MAIL},  # a relay without login: no secret at all
     ]
 
     def run_with(url: str) -> ProgramRun:
@@ -462,6 +463,7 @@ def test_notification_profiles_become_secret_files_and_restart_kopia_when_they_c
         return run_committed_stack("vps", key_vault, secrets, **{"homelab-backup:notifications": notifications})
 
     run = run_with("https://ntfy.example/value-of-ntfyUrl")
+    assert json.loads(file_content(run, render.notification_file("relay")))["method"]["config"]["smtpPassword"] == ""
     for name in ("ntfy", "mail"):
         resource = run.one(REMOTE_FILE, f"kopia-config-{render.notification_file(name).replace('.', '-')}")
         assert plain_strings(resource.inputs["content"]) == [], "the file holds the URL or the SMTP password"
