@@ -360,6 +360,17 @@ def render_start_script(params: StartScriptParams) -> str:
     return fill_template(START_SCRIPT_TEMPLATE, replacements)
 
 
+DRILL_VERDICT_TEMPLATE = TEMPLATES / "kopia-drill-verdict.sh"
+
+
+def render_drill_verdict(state_dir: str, max_drill_age_seconds: int) -> str:
+    """The restore drill's verdict as a sh snippet: one line, exit 1 when the last drill failed or is overdue.
+    The health check embeds it (the container's state dir); `scripts/status` runs it over SSH against the
+    host's copy (`<kopiaDataDir>/state`). One home for the rule."""
+    replacements = {"@STATE_DIR@": state_dir, "@MAX_DRILL_AGE_SECONDS@": str(max_drill_age_seconds)}
+    return fill_template(DRILL_VERDICT_TEMPLATE, replacements)
+
+
 def _own_server(params: StartScriptParams) -> dict[str, str]:
     """How the scripts inside the container reach their own server: on loopback, trusting only the
     certificate Pulumi wrote (curl's --cacert), or plain HTTP when the stack opted out of TLS."""
@@ -397,7 +408,7 @@ def render_healthcheck(params: StartScriptParams) -> str:
         **_own_server(params),
         "@MAX_AGE_SECONDS@": str(params.max_snapshot_age_seconds),
         "@UPLOAD_ALLOWANCE_SECONDS@": str(params.upload_allowance_seconds),
-        "@MAX_DRILL_AGE_SECONDS@": str(params.max_drill_age_seconds),
+        "@DRILL_VERDICT@": render_drill_verdict(params.state_dir, params.max_drill_age_seconds).rstrip("\n"),
         "@SOURCES@": " ".join(params.sources),
         "@HEARTBEAT_URL_VARIABLE@": HEARTBEAT_URL_VARIABLE,
         "@VERDICT_AWK@": verdict_awk(),

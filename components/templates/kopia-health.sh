@@ -29,23 +29,7 @@ healthy=$?
 printf '%s\n' "$verdict"
 [ "$healthy" -eq 0 ] || exit 1
 
-# The restore drill (the start script runs it): its last result must be "ok" and recent enough.
-if [ -r @STATE_DIR@/restore-drill ] && read -r outcome at when message < @STATE_DIR@/restore-drill; then
-    age=$(( $(date +%s) - at ))
-    if [ "$outcome" != ok ]; then
-        echo "restore drill failed at $when: $message"
-        exit 1
-    fi
-    if [ "$age" -gt @MAX_DRILL_AGE_SECONDS@ ]; then
-        echo "restore drill overdue: the last one passed ${age}s ago, at $when"
-        exit 1
-    fi
-    echo "restore drill passed at $when"
-elif [ $(( $(date +%s) - $(cat @STATE_DIR@/first-start 2>/dev/null || date +%s) )) -gt @MAX_DRILL_AGE_SECONDS@ ]; then
-    echo "no restore drill since the server started"
-    exit 1
-fi
-
+@DRILL_VERDICT@
 # Kopia's own alerts (the start script applies the declared notification profiles once the server runs).
 if [ -r @STATE_DIR@/notification-profiles ] && read -r outcome _ when message < @STATE_DIR@/notification-profiles &&
     [ "$outcome" = failed ]; then

@@ -63,7 +63,7 @@ while :; do
 done
 date -u +%Y-%m-%dT%H:%M:%SZ > "$SEEN_MARKER" || die "cannot write $SEEN_MARKER: is @STATE_DIR@ a writable volume?"
 # When this host first served: restarts do not move it, so a drill that never ran is noticed.
-[ -e @STATE_DIR@/first-start ] || date +%s > @STATE_DIR@/first-start
+[ -e @STATE_DIR@/first-start ] || write_result @STATE_DIR@/first-start "$(date +%s)"
 if [ "$MAY_CREATE" = yes ]; then
     out=$(kopia maintenance set --owner=me 2>&1) ||
         die "cannot make $IDENTITY the maintenance owner: $(kopia_error "$out")"
