@@ -168,6 +168,8 @@ class KopiaNode(pulumi.ComponentResource):
             docker.ContainerVolumeArgs(host_path=f"{data}/cache", container_path=render.CACHE_DIR),
             docker.ContainerVolumeArgs(host_path=f"{data}/logs", container_path=render.LOGS_DIR),
             docker.ContainerVolumeArgs(host_path=f"{data}/state", container_path=render.STATE_DIR),
+            # The sources are read-only: the UI restores here (the README's "Restore").
+            docker.ContainerVolumeArgs(host_path=f"{data}/restore", container_path=render.RESTORE_DIR),
         ]
         # The sources as bind *mounts*: Docker refuses to start when a source's host path is missing (a disk
         # that did not mount, a typo), where a volume would create it empty and Kopia would back up nothing.

@@ -34,6 +34,7 @@ DEPLOY_DIR = "/app/deploy"  # the host's config dir, mounted read-only
 CACHE_DIR = "/app/cache"  # persistent: a cold cache re-reads every index through the slow backend
 LOGS_DIR = "/app/logs"
 STATE_DIR = "/app/state"  # persistent: remembers that this host has seen the repository
+RESTORE_DIR = "/app/restore"  # writable: where a restore from the server's UI lands (<kopiaDataDir>/restore)
 KOPIA_CONFIG_PATH = "/app/config/repository.config"  # Kopia's own connection file, rewritten at every start
 
 # The files Pulumi writes into the host's config dir (all mode 0600).

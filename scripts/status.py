@@ -1,14 +1,22 @@
-"""Backup status of every host, from the operator's machine: no SSH, only each host's Kopia control API.
+"""Backup status of every host, from the operator's machine: each host's Kopia control API and its last drill.
 
 For each stack: its outputs (server URL, TLS fingerprint, sources) and its config come
 from Pulumi (Automation API, the same backend and passphrase as `pulumi up`); the
 server-control password is read through the stack's own secret reference (Key Vault via
 the Azure CLI's token, or `config:`). Each server is asked over TLS pinned to the
 fingerprint; each source is judged by the same rules as the container's health check
-(components/templates/kopia-verdict.awk, run with the local `awk`).
+(components/templates/kopia-verdict.awk, run with the local `awk`). The host's last
+restore drill is judged by the health check's drill rule (kopia-drill-verdict.sh), run
+over SSH with the stack's own pinned settings against the host's state dir.
 
-Exit status: 0 every source is backing up; 1 a source is stale or failing; 2 a host could
-not be asked (config, credentials or network). Run: ./scripts/status [--stack S] [--json].
+`--drill` also restores one sampled file of each source's latest snapshot through the
+server's API (the UI login, read through the stack's references) into a private temp dir
+on this machine, and checks its size against the snapshot; Kopia checks every content's
+hash as it reads.
+
+Exit status: 0 every source is backing up; 1 a source is stale or failing, or a drill
+failed; 2 a host could not be asked (config, credentials, network or SSH).
+Run: ./scripts/status [--stack S] [--json] [--drill].
 """
 
 from __future__ import annotations
@@ -20,17 +28,21 @@ import datetime
 import hashlib
 import http.client
 import json
+import random
 import shutil
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.parse
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from components import render
-from components.config import PROJECT, ConfigError, load_namespace
+from components import hosts, render
+from components.config import PROJECT, ConfigError, SecretRef, load_namespace
 from components.secrets import KEY_VAULT_RESOURCE, SecretReadError, read_secret
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +63,12 @@ class Host:
     max_age_seconds: int
     upload_allowance_seconds: int
     control_password: str = field(repr=False)
+    #: how to run a command on the host, and where its Kopia keeps the drill's result there
+    ssh: tuple[str, ...] = ()
+    state_dir: str = ""
+    max_drill_age_seconds: int = 0
+    #: the UI login (`--drill` only: browsing snapshots and reading files is the UI user's right)
+    ui_login: tuple[str, str] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -65,6 +83,14 @@ class SourceRow:
     last_error: str
     next_snapshot: str | None
     verdict: str  # "ok" or the problems
+    drill: str = ""  # the host's last restore drill, as its verdict line says it
+    sample: str = ""  # --drill: the file restored and checked, or why that failed
+
+
+@dataclass(frozen=True)
+class Drill:
+    passed: bool | None  # None: its result could not be read
+    line: str
 
 
 # ---------------------------------------------------------------- from Pulumi: where the hosts are
@@ -87,8 +113,11 @@ def azure_cli_token() -> str:
     return result.stdout.strip()
 
 
-def host_from_stack(stack_name: str, workdir: Path, key_vault_token: Callable[[], str] = azure_cli_token) -> Host:
-    """The stack's outputs and its control password (through the stack's own secret reference)."""
+def host_from_stack(
+    stack_name: str, workdir: Path, key_vault_token: Callable[[], str] = azure_cli_token, *, ui_login: bool = False
+) -> Host:
+    """The stack's outputs and its control password (through the stack's own secret reference); with
+    `ui_login`, the UI login too."""
     from pulumi import automation as auto
 
     try:
@@ -101,21 +130,25 @@ def host_from_stack(stack_name: str, workdir: Path, key_vault_token: Callable[[]
         raise StatusError(f"stack {stack_name} has no kopia_server_url output: run 'pulumi up --stack {stack_name}'")
     try:
         config = load_namespace(values)
-        ref = config.kopia.secrets.server_control_password
+        kopia_secrets = config.kopia.secrets
 
-        def config_value(key: str) -> str:
-            value = values.get(f"{PROJECT}:{key}")
-            if not isinstance(value, str) or not value:
-                raise SecretReadError(f"{ref}: no config value {PROJECT}:{key} in stack {stack_name}")
-            return value
+        def secret(ref: SecretRef) -> str:
+            def config_value(key: str) -> str:
+                value = values.get(f"{PROJECT}:{key}")
+                if not isinstance(value, str) or not value:
+                    raise SecretReadError(f"{ref}: no config value {PROJECT}:{key} in stack {stack_name}")
+                return value
 
-        password = read_secret(
-            ref,
-            config_value=config_value,
-            key_vault_token=key_vault_token,
-            url_template=config.key_vault.url_template,
-            api_version=config.key_vault.api_version,
-        )
+            return read_secret(
+                ref,
+                config_value=config_value,
+                key_vault_token=key_vault_token,
+                url_template=config.key_vault.url_template,
+                api_version=config.key_vault.api_version,
+            )
+
+        password = secret(kopia_secrets.server_control_password)
+        login = (secret(kopia_secrets.server_username), secret(kopia_secrets.server_password)) if ui_login else None
     except (ConfigError, SecretReadError) as error:
         raise StatusError(f"stack {stack_name}: {error}") from None
     return Host(
@@ -126,18 +159,23 @@ def host_from_stack(stack_name: str, workdir: Path, key_vault_token: Callable[[]
         max_age_seconds=config.max_snapshot_age_seconds,
         upload_allowance_seconds=config.kopia.health.upload_allowance_seconds,
         control_password=password,
+        ssh=tuple(hosts.ssh_command(config.host)),
+        state_dir=f"{config.host.kopia_dir}/state",
+        max_drill_age_seconds=config.max_drill_age_seconds,
+        ui_login=login,
     )
 
 
 # ---------------------------------------------------------------- asking a server
 
 
-def fetch_sources(host: Host, timeout: float) -> str:
-    """GET /api/v1/control/sources as the server-control user. With TLS, the certificate is compared with the
-    pinned fingerprint BEFORE the credentials are sent."""
+def request(
+    host: Host, path: str, headers: dict[str, str], timeout: float, method: str = "GET", body: bytes | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """`method path` on the host's server: (status, headers, body). With TLS, the certificate is compared with
+    the pinned fingerprint BEFORE any credential is sent."""
     scheme, _, rest = host.url.partition("://")
     address, _, port = rest.rstrip("/").rpartition(":")
-    login = base64.b64encode(f"{render.SERVER_CONTROL_USER}:{host.control_password}".encode()).decode()
     try:
         if scheme == "https":
             context = ssl.create_default_context()
@@ -157,19 +195,120 @@ def fetch_sources(host: Host, timeout: float) -> str:
                 )
         else:
             connection = http.client.HTTPConnection(address, int(port), timeout=timeout)
-        connection.request("GET", "/api/v1/control/sources", headers={"Authorization": f"Basic {login}"})
+        connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
-        body = response.read().decode(errors="replace")
+        answer = response.read()
         connection.close()
     except (OSError, http.client.HTTPException, ssl.SSLError) as error:
         raise StatusError(
             f"{host.url}: {error or type(error).__name__} (is the host up and the port reachable?)"
         ) from None
-    if response.status == 401:
+    return response.status, dict(response.getheaders()), answer
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def fetch_sources(host: Host, timeout: float) -> str:
+    """GET /api/v1/control/sources as the server-control user, over the pinned certificate."""
+    headers = {"Authorization": basic(render.SERVER_CONTROL_USER, host.control_password)}
+    status, _, body = request(host, "/api/v1/control/sources", headers, timeout)
+    if status == 401:
         raise StatusError(f"{host.url}: the server-control password was refused (run 'pulumi up' for {host.stack})")
-    if response.status != 200:
-        raise StatusError(f"{host.url}: HTTP {response.status}: {body[:200]}")
-    return body
+    if status != 200:
+        raise StatusError(f"{host.url}: HTTP {status}: {body[:200].decode(errors='replace')}")
+    return body.decode(errors="replace")
+
+
+# ---------------------------------------------------------------- the restore drill
+
+
+def read_drill(host: Host, timeout: float) -> Drill:
+    """The host's last restore drill, judged by the health check's own rule (kopia-drill-verdict.sh), run over
+    SSH with the stack's pinned settings against the host's copy of Kopia's state dir."""
+    script = render.render_drill_verdict(host.state_dir, host.max_drill_age_seconds)
+    try:
+        result = subprocess.run(
+            [*host.ssh, "sh", "-s"], input=script, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return Drill(None, f"no answer over SSH within {timeout:.0f}s")
+    except OSError as error:
+        return Drill(None, f"cannot run ssh: {error}")
+    lines = result.stdout.strip().splitlines()
+    if result.returncode in (0, 1) and lines:
+        return Drill(result.returncode == 0, lines[-1])
+    return Drill(None, f"cannot read it over SSH (exit {result.returncode}): {result.stderr.strip()[-300:]}")
+
+
+class UiSession:
+    """Kopia's UI API as the UI user: a session cookie, and the CSRF token the UI page carries for it
+    (internal/server/server.go, server_authz_checks.go @ v0.22.3)."""
+
+    def __init__(self, host: Host, timeout: float) -> None:
+        if host.ui_login is None:
+            raise StatusError(f"{host.stack}: no UI login read")
+        self.host, self.timeout = host, timeout
+        self.headers = {"Authorization": basic(*host.ui_login), "Cookie": f"Kopia-Session-Cookie={uuid.uuid4()}"}
+        page = self.get("/").decode(errors="replace")
+        marker = 'name="kopia-csrf-token" content="'
+        if marker not in page:
+            raise StatusError(f"{host.url}: the UI page carries no CSRF token")
+        self.headers["X-Kopia-Csrf-Token"] = page.split(marker, 1)[1].split('"', 1)[0]
+
+    def get(self, path: str, method: str = "GET", payload: dict | None = None) -> bytes:
+        headers, body = self.headers, None
+        if payload is not None:
+            headers, body = {**headers, "Content-Type": "application/json"}, json.dumps(payload).encode()
+        status, _, body = request(self.host, path, headers, self.timeout, method, body)
+        if status in (401, 403):
+            raise StatusError(f"{self.host.url}: the UI login was refused (run 'pulumi up' for {self.host.stack})")
+        if status != 200:
+            answer = body[:200].decode(errors="replace")
+            raise StatusError(f"{self.host.url}{path.split('?')[0]}: HTTP {status}: {answer}")
+        return body
+
+    def json(self, path: str) -> dict:
+        return json.loads(self.get(path))
+
+
+def restore_sample(session: UiSession, source: str, into: Path, rng: random.Random) -> str:
+    """Restore one sampled file of the source's latest snapshot into `into`, and check its size against the
+    snapshot's directory entry. Returns what was checked; raises StatusError naming what failed."""
+    user, rest = source.split("@", 1)
+    hostname, path = rest.split(":", 1)
+    query = urllib.parse.urlencode({"userName": user, "host": hostname, "path": path})
+    snapshots = session.json(f"/api/v1/snapshots?{query}").get("snapshots") or []
+    if not snapshots:
+        raise StatusError(f"{source}: no snapshot to restore from")
+    latest = max(snapshots, key=lambda s: s["startTime"])
+    object_id, relative = latest["rootID"], []
+    for _ in range(64):  # descend at random until a file (directories are JSON objects in Kopia)
+        entries = session.json(f"/api/v1/objects/{object_id}").get("entries") or []
+        files = [e for e in entries if e.get("type") == "f"]
+        directories = [e for e in entries if e.get("type") == "d"]
+        if files:
+            entry = rng.choice([f for f in files if f.get("size")] or files)
+            break
+        if not directories:
+            where = "/" + "/".join(relative)
+            raise StatusError(f"{source}: the latest snapshot ({latest['id']}) holds no file under {where}")
+        directory = rng.choice(directories)
+        relative.append(directory["name"])
+        object_id = directory["obj"]
+    else:
+        raise StatusError(f"{source}: no file found within 64 directory levels")
+    relative.append(entry["name"])
+    shown = "/" + "/".join(relative)
+    content = session.get(f"/api/v1/objects/{entry['obj']}")
+    target = into / hostname / path.strip("/") / "/".join(relative)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(content)
+    expected = int(entry.get("size") or 0)
+    if len(content) != expected:
+        raise StatusError(f"{source}: restored {len(content)} bytes of {shown}, the snapshot says {expected}")
+    return f"{shown} ({human_size(expected)}) from {latest['startTime'][:19]}Z: ok"
 
 
 # ---------------------------------------------------------------- judging and showing
@@ -201,7 +340,7 @@ def verdicts(answer: str, host: Host, now: int) -> dict[str, list[str]]:
     return problems
 
 
-def rows_for(host: Host, answer: str, now: int) -> list[SourceRow]:
+def rows_for(host: Host, answer: str, now: int, drill: Drill | None = None) -> list[SourceRow]:
     data = json.loads(answer)
     by_source = {}
     for entry in data.get("sources", []):
@@ -228,7 +367,10 @@ def rows_for(host: Host, answer: str, now: int) -> list[SourceRow]:
                 errors=stats.get("errorCount"),
                 last_error=str(first_error.get("error", "")) if first_error else "",
                 next_snapshot=_utc(entry.get("nextSnapshotTime")),
-                verdict="; ".join(judged[source]) or "ok",
+                # A failed or overdue drill is every source's problem: it covers the host's sources together.
+                verdict="; ".join([*judged[source], *([drill.line] if drill and drill.passed is False else [])])
+                or "ok",
+                drill=drill.line.removeprefix("restore drill ") if drill else "",
             )
         )
     return rows
@@ -272,16 +414,19 @@ def human_size(size: int | None) -> str:
 
 
 def table(rows: Sequence[SourceRow], unreachable: dict[str, str]) -> str:
-    header = ("HOST", "SOURCE", "LAST SNAPSHOT", "AGE", "SIZE", "FILES", "LAST ERROR", "NEXT", "VERDICT")
+    samples = any(r.sample for r in rows)
+    header = ("HOST", "SOURCE", "LAST SNAPSHOT", "AGE", "SIZE", "FILES", "LAST ERROR", "NEXT", "DRILL")
+    header += ("RESTORED NOW", "VERDICT") if samples else ("VERDICT",)
     lines = [header]
     for r in rows:
         error = r.last_error or (f"{r.errors} errors" if r.errors else "-")
         lines.append(
             (r.host, r.source, r.last_snapshot or "-", human_age(r.age_seconds), human_size(r.size_bytes),
-             "-" if r.files is None else str(r.files), error, r.next_snapshot or "-", r.verdict)
+             "-" if r.files is None else str(r.files), error, r.next_snapshot or "-", r.drill or "-",
+             *((r.sample or "-",) if samples else ()), r.verdict)
         )  # fmt: skip
     for stack, reason in unreachable.items():
-        lines.append((stack, "-", "-", "-", "-", "-", "-", "-", f"UNREACHABLE: {reason}"))
+        lines.append((stack, *["-"] * (len(header) - 2), f"UNREACHABLE: {reason}"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(line[:-1], widths, strict=True)) + "  " + line[-1]
@@ -310,6 +455,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     parser.add_argument("--timeout", type=float, default=15, help="seconds to wait for each host (default 15)")
     parser.add_argument("--workdir", type=Path, default=ROOT, help="the Pulumi project dir (default: this repo)")
+    parser.add_argument(
+        "--drill",
+        action="store_true",
+        help="also restore one sampled file of each source's latest snapshot to a temp dir here, and check it",
+    )
     args = parser.parse_args(argv)
 
     stacks = args.stack or default_stacks(args.workdir)
@@ -319,14 +469,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     now = int(time.time())
     rows: list[SourceRow] = []
     unreachable: dict[str, str] = {}
+    unknown_drills: dict[str, str] = {}  # hosts whose rows are shown, but whose drill result could not be read
+
+    drill_dir = Path(tempfile.mkdtemp(prefix="homelab-drill-")) if args.drill else None  # mode 0700
 
     def ask(stack: str) -> list[SourceRow]:
         started = time.monotonic()
-        host = host_from_stack(stack, args.workdir)
+        host = host_from_stack(stack, args.workdir, ui_login=args.drill)
         progress(f"{stack}: asking {host.url}")
         answer = fetch_sources(host, args.timeout)
+        drill = read_drill(host, args.timeout)
+        if drill.passed is None:
+            unknown_drills[stack] = f"restore drill: {drill.line}"
         progress(f"{stack}: answered in {time.monotonic() - started:.1f}s")
-        return rows_for(host, answer, now)
+        rows = rows_for(host, answer, now, drill)
+        if drill_dir is not None:
+            session = UiSession(host, args.timeout)
+            for row in rows:
+                progress(f"{stack}: restoring a sample of {row.source}")
+                try:
+                    row.sample = restore_sample(session, row.source, drill_dir, random.SystemRandom())
+                except StatusError as error:
+                    row.sample = f"FAILED: {error}"
+                    row.verdict = row.sample if row.verdict == "ok" else f"{row.verdict}; {row.sample}"
+        return rows
 
     progress(f"asking {len(stacks)} host(s): {', '.join(stacks)} (timeout {args.timeout:.0f}s each)")
     # One deadline for all hosts, asked at once: reading Pulumi's state, then the server's own timeout.
@@ -345,6 +511,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if stack in unreachable:
             progress(f"{stack}: {unreachable[stack]}")
     pool.shutdown(wait=False, cancel_futures=True)
+    if drill_dir is not None:
+        shutil.rmtree(drill_dir, ignore_errors=True)  # restored files may be private: checked, then removed
+    for stack, reason in unknown_drills.items():
+        unreachable.setdefault(stack, reason)
     if args.json:
         print(json.dumps({"hosts": stacks, "sources": [asdict(r) for r in rows], "unreachable": unreachable}, indent=2))
     else:

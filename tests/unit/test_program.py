@@ -148,6 +148,7 @@ def test_vps_kopia_container(vps):
         "/app/cache": ("/opt/kopia/cache", False),
         "/app/logs": ("/opt/kopia/logs", False),
         "/app/state": ("/opt/kopia/state", False),
+        "/app/restore": ("/opt/kopia/restore", False),  # where the UI restores: the sources are read-only
         # Mounted where the policy looks: /data would leave the scheduled source missing.
         "/backup/data": ("/opt/data", True),
     }

@@ -8,12 +8,17 @@ the command against real Kopia servers on the engine tier.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import hashlib
 import http.server
 import json
+import random
+import re
 import ssl
 import threading
+import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,6 +88,7 @@ def test_table_has_one_line_per_source_and_names_unreachable_hosts():
         "LAST",
         "ERROR",
         "NEXT",
+        "DRILL",
         "VERDICT",
     ]
     assert lines[1].startswith("vps  ") and SOURCES[0] in lines[1] and lines[1].endswith("ok")
@@ -114,8 +120,9 @@ def test_exit_codes_for_cron_and_monitors(monkeypatch, capsys, answers, failing,
             raise status.StatusError(failing[stack])
         return host(f"https://{stack}:51515", "ab")
 
-    monkeypatch.setattr(status, "host_from_stack", fake_host)
+    monkeypatch.setattr(status, "host_from_stack", lambda stack, workdir, ui_login: fake_host(stack, workdir))
     monkeypatch.setattr(status, "fetch_sources", lambda h, timeout: answers[h.stack])
+    monkeypatch.setattr(status, "read_drill", lambda h, timeout: status.Drill(True, "restore drill passed at x"))
     stacks = ["vps", *failing]
     code = status.main([arg for s in stacks for arg in ("--stack", s)] + ["--json"])
     assert code == expected
@@ -217,9 +224,127 @@ def test_an_unexpected_error_for_one_host_is_reported_for_that_host_only(monkeyp
             raise ValueError("Invalid isoformat string")
         return host(f"https://{stack}:51515", "ab")
 
-    monkeypatch.setattr(status, "host_from_stack", fake_host)
+    monkeypatch.setattr(status, "host_from_stack", lambda stack, workdir, ui_login: fake_host(stack, workdir))
     monkeypatch.setattr(status, "fetch_sources", lambda h, timeout: answer(source_status(SOURCES[0])))
+    monkeypatch.setattr(status, "read_drill", lambda h, timeout: status.Drill(True, "restore drill passed at x"))
     assert status.main(["--stack", "vps", "--stack", "sakamoto", "--json"]) == status.EXIT_UNREACHABLE
     report = json.loads(capsys.readouterr().out)
     assert [r["host"] for r in report["sources"]] == ["vps"]
     assert report["unreachable"] == {"sakamoto": "ValueError: Invalid isoformat string"}
+
+
+# ---------------------------------------------------------------- the restore drill
+
+
+def drill_host(state_dir: Path, ssh: tuple[str, ...] = ()) -> status.Host:
+    """No ssh prefix: the drill rule runs under the local `sh`, against a local state dir."""
+    return dataclasses.replace(
+        host("https://x:1", None), ssh=ssh, state_dir=str(state_dir), max_drill_age_seconds=2 * 86400 + 600
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "passed", "shown"),
+    [
+        ("ok {now} 2026-11-27T10:00:00Z", True, "restore drill passed at 2026-11-27T10:00:00Z"),
+        ("failed {now} 2026-11-27T10:00:00Z BLOB not found", False, "restore drill failed at 2026-11-27T10:00:00Z:"),
+        ("ok {old} 2026-11-20T10:00:00Z", False, "restore drill overdue"),
+    ],
+)
+def test_the_drill_is_judged_by_the_health_checks_own_rule(tmp_path, line, passed, shown):
+    now = int(time.time())
+    (tmp_path / "restore-drill").write_text(line.format(now=now, old=now - 7 * 86400) + "\n")
+    drill = status.read_drill(drill_host(tmp_path), timeout=10)
+    assert drill.passed is passed and drill.line.startswith(shown), drill
+    (row,) = status.rows_for(host("https://x:1", None), answer(source_status(SOURCES[0])), now, drill)
+    assert (row.verdict == "ok") is passed, row.verdict
+    assert row.drill == drill.line.removeprefix("restore drill ")
+
+
+def test_a_drill_that_cannot_be_read_is_unknown_not_passed(tmp_path):
+    drill = status.read_drill(drill_host(tmp_path, ssh=("sh", "-c", "echo 'ssh: connect refused' >&2; exit 255")), 10)
+    assert drill.passed is None and "exit 255" in drill.line and "connect refused" in drill.line
+
+
+def test_an_unknown_drill_keeps_the_rows_and_exits_unreachable(monkeypatch, capsys):
+    monkeypatch.setattr(status, "host_from_stack", lambda stack, workdir, ui_login: host("https://vps:1", "ab"))
+    monkeypatch.setattr(status, "fetch_sources", lambda h, timeout: answer(source_status(SOURCES[0])))
+    monkeypatch.setattr(status, "read_drill", lambda h, timeout: status.Drill(None, "no answer over SSH within 15s"))
+    assert status.main(["--stack", "vps", "--json"]) == status.EXIT_UNREACHABLE
+    report = json.loads(capsys.readouterr().out)
+    assert [r["source"] for r in report["sources"]] == list(SOURCES)
+    assert report["unreachable"] == {"vps": "restore drill: no answer over SSH within 15s"}
+
+
+# ---------------------------------------------------------------- --drill: a file restored through the UI API
+
+
+@pytest.fixture
+def kopia_ui() -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Kopia's UI API as 0.22.3 serves it (plain HTTP here): the UI page with the session's CSRF token,
+    /api/v1/snapshots and /api/v1/objects/<id> (directories are JSON). `objects` may be changed by a test."""
+    file_bytes = b"restored bytes\n" * 100
+    objects = {
+        "kroot": json.dumps({"entries": [{"name": "dir0", "type": "d", "obj": "kdir"}]}).encode(),
+        "kdir": json.dumps(
+            {"entries": [{"name": "file1.txt", "type": "f", "size": len(file_bytes), "obj": "Ifile"}]}
+        ).encode(),
+        "Ifile": file_bytes,
+    }
+    snapshots = {
+        "snapshots": [
+            {"id": "old", "startTime": "2026-11-26T10:00:00.1Z", "rootID": "kgone"},
+            {"id": "new", "startTime": "2026-11-27T10:00:00.1Z", "rootID": "kroot"},
+        ]
+    }
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            login_ok = self.headers.get("Authorization") == status.basic("ui-user", "ui-pw")
+            cookie = self.headers.get("Cookie", "")
+            body, code = b"", 200
+            if not login_ok:
+                code = 401
+            elif self.path == "/":
+                body = b'<html><head><meta name="kopia-csrf-token" content="t0k" /></head></html>'
+            elif self.headers.get("X-Kopia-Csrf-Token") != "t0k" or "Kopia-Session-Cookie=" not in cookie:
+                code = 401
+            elif self.path.startswith("/api/v1/snapshots?"):
+                query = urllib.parse.parse_qs(self.path.split("?", 1)[1])
+                ok = query == {"userName": ["shelken"], "host": ["vps"], "path": ["/backup/data"]}
+                body = json.dumps(snapshots if ok else {"snapshots": []}).encode()
+            elif self.path.startswith("/api/v1/objects/") and self.path.rsplit("/", 1)[1] in objects:
+                body = objects[self.path.rsplit("/", 1)[1]]
+            else:
+                code = 404
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", objects
+    server.shutdown()
+
+
+def test_drill_restores_a_sampled_file_of_the_latest_snapshot_and_checks_its_size(kopia_ui, tmp_path):
+    url, objects = kopia_ui
+    ui_host = dataclasses.replace(host(url, None), ui_login=("ui-user", "ui-pw"))
+    session = status.UiSession(ui_host, timeout=5)
+    checked = status.restore_sample(session, SOURCES[0], tmp_path, random.Random(1))
+    assert checked == "/dir0/file1.txt (1.5 KiB) from 2026-11-27T10:00:00Z: ok"
+    assert (tmp_path / "vps" / "backup/data" / "dir0" / "file1.txt").read_bytes() == objects["Ifile"]
+    objects["Ifile"] = objects["Ifile"][:-10]  # a short read: the content does not match the snapshot
+    short = re.escape("restored 1490 bytes of /dir0/file1.txt, the snapshot says 1500")
+    with pytest.raises(status.StatusError, match=short):
+        status.restore_sample(session, SOURCES[0], tmp_path, random.Random(1))
+
+
+def test_drill_with_a_wrong_ui_login_says_what_to_do(kopia_ui):
+    url, _ = kopia_ui
+    with pytest.raises(status.StatusError, match="the UI login was refused"):
+        status.UiSession(dataclasses.replace(host(url, None), ui_login=("ui-user", "nope")), timeout=5)
