@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from base64 import b64encode
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from components import render
+from scripts import status
 from testbed import engine, infra
 from testbed.system import (
     ADDRESS,
@@ -174,6 +176,25 @@ def test_restore_latest_snapshot_of_each_source_byte_for_byte(system: System, tm
             restored, original = tree_digest(target), tree_digest(host_dir)
             assert restored == original, f"{source}: restored tree differs"
             assert len(original) >= 10
+
+
+def test_a_restore_from_the_servers_ui_lands_in_the_restore_dir_on_the_host(system: System):
+    """The UI's restore (its API, as the browser calls it: UI login, session cookie, CSRF token) into the
+    writable restore target; the sources themselves are mounted read-only."""
+    stack, path = "sakamoto", "/backup/minio"
+    outputs = system.deployments[stack].outputs
+    host = status.Host(
+        stack, outputs["kopia_server_url"], outputs["kopia_tls_fingerprint"], (), 0, 0, control_password="",
+        ui_login=(system.secrets["serverUsername"], system.secrets["serverPassword"]),
+    )  # fmt: skip
+    session = status.UiSession(host, timeout=30)
+    query = urllib.parse.urlencode({"userName": "shelken", "host": stack, "path": path})
+    latest = max(session.json(f"/api/v1/snapshots?{query}")["snapshots"], key=lambda s: s["startTime"])
+    target = f"{render.RESTORE_DIR}/from-the-ui"
+    session.get("/api/v1/restore", "POST", {"root": latest["rootID"], "fsOutput": {"targetPath": target}})
+    on_host = KOPIA_DATA_DIR[stack] / "restore" / "from-the-ui"
+    expected = tree_digest(SOURCES[stack][path])
+    wait_for("the UI restore to finish on the host", lambda: tree_digest(on_host) == expected, 120, interval=2)
 
 
 # ---------------------------------------------------------------- 8. secrets
@@ -339,8 +360,10 @@ def run_status(system: System, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_status_shows_every_source_of_every_host_from_the_operators_machine(system: System):
+    engine_of(system, "vps")  # skips on the adapter tier, saying why
     for stack in ("vps", "sakamoto"):
         system.wait_healthy(KOPIA[stack])
+        wait_for(f"a restore drill on {stack}", lambda s=stack: drill_result(s).startswith("ok "), 180, interval=5)
     result = run_status(system)
     # Kept for the README's example (real output of a run): <cache>/logs/status-output.txt
     (infra.cache_dir() / "logs" / "status-output.txt").write_text(result.stdout + result.stderr)
@@ -354,8 +377,18 @@ def test_status_shows_every_source_of_every_host_from_the_operators_machine(syst
     report = json.loads(run_status(system, "--json").stdout)
     assert sorted(r["source"] for r in report["sources"]) == sorted(ALL_SOURCES)
     assert all(r["verdict"] == "ok" and r["age_seconds"] is not None for r in report["sources"])
+    # The host's last restore drill, read over SSH with the stack's pinned settings.
+    assert all(r["drill"].startswith("passed at ") for r in report["sources"]), report["sources"]
+    # --drill: one sampled file of each source restored here through the server's API, and checked.
+    drilled = run_status(system, "--drill")
+    (infra.cache_dir() / "logs" / "status-drill-output.txt").write_text(drilled.stdout + drilled.stderr)
+    assert drilled.returncode == 0, drilled.stdout + drilled.stderr
+    assert "RESTORED NOW" in drilled.stdout.splitlines()[0]
+    for source in ALL_SOURCES:
+        (row,) = [line for line in drilled.stdout.splitlines() if source in line]
+        assert re.search(r"/dir\d/file\d+\.(txt|bin) \([0-9.]+ (B|KiB)\) from \S+Z: ok", row), row
     for secret in system.secret_values:
-        assert secret not in result.stdout + result.stderr
+        assert secret not in result.stdout + result.stderr + drilled.stdout + drilled.stderr
 
 
 def test_heartbeat_is_pinged_while_healthy(system: System):
