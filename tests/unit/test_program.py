@@ -114,7 +114,7 @@ def test_vps_openlist_container(vps):
     }
     ports = {(p["internal"], p["external"], p["ip"]) for p in container.inputs["ports"]}
     assert ports == {(80, 5244, "100.64.0.2"), (5246, 5246, "100.64.0.2")}
-    assert volumes_of(container) == {"/opt/openlist/data": ("/opt/data/openlist/data", False)}
+    assert volumes_of(container) == {"/opt/openlist/data": ("/opt/services/openlist/data", False)}
     assert [n["name"] for n in container.inputs["networksAdvanced"]] == ["homelab"]
     assert labels_of(container) == {
         "homepage.group": "VPS",
@@ -124,7 +124,7 @@ def test_vps_openlist_container(vps):
     }
     data_dir = vps.one(OWNED_DIRECTORY, "openlist-data-dir")
     assert (data_dir.inputs["path"], data_dir.inputs["uid"], data_dir.inputs["mode"]) == (
-        "/opt/data/openlist/data",
+        "/opt/services/openlist/data",
         1001,
         "700",
     )
