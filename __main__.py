@@ -1,28 +1,80 @@
-"""homelab-backup: read the stack's config -> validate -> providers -> components -> exports. Nothing else."""
+"""homelab-backup: read the stack's config and every secret -> validate -> providers -> components -> exports.
+
+Every input is read and checked before the first resource is declared: a bad key or a secret that cannot be
+read stops the run (`pulumi up --skip-preview` included) with one message listing every problem, and nothing
+on any host changes.
+"""
 
 import pulumi
 import pulumi_docker as docker
+from pulumi.runtime import config as runtime_config
 from pulumi_azure_native import authorization
 
 from components import hosts, render
-from components.config import HOST_KEYS, PROJECT, PROJECT_KEYS, ConfigError, load_namespace
+from components.config import PROJECT, ConfigError, load_namespace, secret_references
 from components.kopia_node import KopiaNode, KopiaNodeArgs, KopiaSecrets
 from components.openlist import OpenList, OpenListArgs
-from components.secrets import KEY_VAULT_RESOURCE, SecretResolver
+from components.secrets import KEY_VAULT_RESOURCE, SecretReadError, SecretsError, read_secrets
 
-stack_config = pulumi.Config()
+
+def all_config() -> dict[str, str]:
+    """Every config key Pulumi hands the program, known or not: `pulumi.Config` reads one key at a time and
+    cannot see a misspelled one. Values stay text (objects as JSON) for `load_namespace`, never through
+    `Config.get_object`, whose type error would print the value, secret or not."""
+    return {**pulumi.runtime.get_config_env(), **runtime_config.CONFIG.get()}
+
+
+def config_secret(key: str) -> str:
+    """A `config:<key>` reference's value, which must be stored as a secret (encrypted in the stack file)."""
+    full_key = f"{PROJECT}:{key}"
+    value = pulumi.runtime.get_config(full_key)
+    set_it = f"`pulumi config set --secret {key}` (it prompts for the value)"
+    if value is None:
+        raise SecretReadError(f"config:{key}: no config value {full_key} in this stack: set it with {set_it}")
+    if not pulumi.runtime.is_config_secret(full_key):
+        raise SecretReadError(
+            f"config:{key}: {full_key} is stored in plain text in the stack file; store it as a secret with"
+            f" {set_it}, and change the value if that file was ever shared"
+        )
+    return str(value)
+
+
+def key_vault_token() -> str:
+    """A token for the Key Vault data plane, from the azure-native provider's credentials (an invoke: no resource)."""
+    try:
+        return authorization.get_client_token(endpoint=KEY_VAULT_RESOURCE).token
+    except Exception as error:  # the provider's own message says which credentials it tried
+        reason = (str(error).strip().splitlines() or ["no reason given"])[0][:300]
+        raise SecretReadError(
+            f"cannot get an Azure token for Key Vault ({reason}): run 'az login' (or set ARM_CLIENT_ID,"
+            " ARM_CLIENT_SECRET, ARM_TENANT_ID, ARM_SUBSCRIPTION_ID)"
+        ) from None
+
+
+values = all_config()
 try:
-    config = load_namespace({f"{PROJECT}:{key}": stack_config.get_object(key) for key in PROJECT_KEYS + HOST_KEYS})
-except ConfigError as error:
+    config = load_namespace(
+        values,
+        stack=pulumi.get_stack(),
+        secret_keys={key for key in values if pulumi.runtime.is_config_secret(key)},
+    )
+    plain_secrets = read_secrets(
+        secret_references(config),
+        config_secret=config_secret,
+        key_vault_token=key_vault_token,
+        url_template=config.key_vault.url_template,
+        api_version=config.key_vault.api_version,
+    )
+except (ConfigError, SecretsError) as error:
     # RunError: Pulumi prints the message alone, without a Python traceback.
     raise pulumi.RunError(str(error)) from None
 
-secrets = SecretResolver(
-    config_secret=stack_config.require_secret,
-    key_vault_token=lambda: authorization.get_client_token_output(endpoint=KEY_VAULT_RESOURCE).token,
-    url_template=config.key_vault.url_template,
-    api_version=config.key_vault.api_version,
-)
+
+def secret(key: str) -> pulumi.Output[str]:
+    """The value behind the reference at config key `key` (e.g. 'kopia.secrets.serverPassword'), as a secret."""
+    return pulumi.Output.secret(plain_secrets[f"{PROJECT}:{key}"])
+
+
 host = config.host
 ssh, ssh_target = hosts.ssh_command(host), hosts.ssh_target(host)
 
@@ -56,8 +108,6 @@ if config.openlist is not None:
         opts=on_host,
     )
 
-s3 = config.kopia.s3
-kopia_secrets = config.kopia.secrets
 kopia = KopiaNode(
     "kopia",
     KopiaNodeArgs(
@@ -69,19 +119,19 @@ kopia = KopiaNode(
         image=config.images.kopia,
         params=render.start_script_params(config),
         secrets=KopiaSecrets(
-            repository_password=secrets.resolve(kopia_secrets.repository_password),
-            server_username=secrets.resolve(kopia_secrets.server_username),
-            server_password=secrets.resolve(kopia_secrets.server_password),
-            server_control_password=secrets.resolve(kopia_secrets.server_control_password),
-            s3_access_key_id=secrets.resolve(s3.access_key_id),
-            s3_secret_access_key=secrets.resolve(s3.secret_access_key),
-            heartbeat_url=secrets.resolve(heartbeat) if (heartbeat := config.kopia.health.heartbeat_url) else None,
+            repository_password=secret("kopia.secrets.repositoryPassword"),
+            server_username=secret("kopia.secrets.serverUsername"),
+            server_password=secret("kopia.secrets.serverPassword"),
+            server_control_password=secret("kopia.secrets.serverControlPassword"),
+            s3_access_key_id=secret("kopia.s3.accessKeyId"),
+            s3_secret_access_key=secret("kopia.s3.secretAccessKey"),
+            heartbeat_url=secret("kopia.health.heartbeatUrl") if config.kopia.health.heartbeat_url else None,
             notifications={
-                p.name: {role: secrets.resolve(ref) for role, ref in p.secret_refs().items()}
-                for p in config.notifications
+                p.name: {role: secret(f"notifications[{i}].{key}") for role, key in p.secret_keys().items()}
+                for i, p in enumerate(config.notifications)
             },
         ),
-        s3_endpoint=openlist.internal_s3_endpoint if openlist else secrets.resolve(s3.endpoint),
+        s3_endpoint=openlist.internal_s3_endpoint if openlist else secret("kopia.s3.endpoint"),
         network_name=network_name,
         ssh=ssh,
         ssh_target=ssh_target,

@@ -16,9 +16,10 @@ import contextlib
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -40,8 +41,29 @@ PROJECT = "homelab-backup"
 PROJECT_KEYS = ("images", "repository", "policy", "keyVault", "notifications")
 HOST_KEYS = ("host", "kopia", "openlist")
 
-# Kopia's own directories inside the container: a backup source mounted here would shadow them.
-KOPIA_RESERVED_DIRS = ("/app",)
+# The container's own directories: Kopia's (/app) and the system's. A backup source mounted over one
+# would shadow the files Kopia, the start script and the health check run on (or hide the mount itself).
+CONTAINER_RESERVED_DIRS = (
+    "/app",
+    "/bin",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib64",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/tmp",  # noqa: S108 (a directory a mount must not cover, not a temp file)
+    "/usr",
+    "/var",
+)
+# A retention count above this is a typo (Kopia keeps every snapshot it is told to count).
+MAX_RETENTION_COUNT = 10_000
+# Prefix of a committed stack file's host-specific value that must be replaced before a deploy
+# ('SET-ME:<example>'); what follows is only an example.
+PLACEHOLDER = "SET-ME:"
 
 _HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -88,19 +110,19 @@ def _absolute_path(value: str) -> str:
         raise ValueError("must not end with '/'")
     if any(part in (".", "..") for part in value.split("/")):
         raise ValueError("must not contain '.' or '..' segments")
-    if not _SAFE_PATH.match(value):
+    if not _SAFE_PATH.fullmatch(value):
         raise ValueError("may hold only letters, digits and '/._+@-' (it goes into shell commands and Kopia's policy)")
     return value
 
 
 def _hostname(value: str) -> str:
-    if not _HOSTNAME.match(value):
+    if not _HOSTNAME.fullmatch(value):
         raise ValueError("must be a lowercase DNS label (letters, digits, '-')")
     return value
 
 
 def _username(value: str) -> str:
-    if not _USERNAME.match(value):
+    if not _USERNAME.fullmatch(value):
         raise ValueError("must be a lowercase user name (letters, digits, '_', '-')")
     return value
 
@@ -114,12 +136,19 @@ def _ip_address(value: str) -> str:
 
 
 def _pinned_image(value: str) -> str:
-    if _IMAGE_DIGEST.match(value):
+    if _IMAGE_DIGEST.fullmatch(value):
         return value  # pinned by content: the strongest pin
-    if not _IMAGE.match(value):
+    if not _IMAGE.fullmatch(value):
         raise ValueError("must be '<repository>:<tag>' with an explicit tag")
     if value.rsplit(":", 1)[1] == "latest":
         raise ValueError("must pin a release, not ':latest'")
+    return value
+
+
+def _stack_name(value: str | None) -> str | None:
+    # Pulumi's own rule for stack names.
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", value):
+        raise ValueError("must be a stack name (letters, digits, '-', '_', '.')")
     return value
 
 
@@ -131,7 +160,7 @@ def _network_address(value: str) -> str:
         return value
     except ValueError:
         pass
-    if not re.match(
+    if not re.fullmatch(
         r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$", value
     ):
         raise ValueError("must be a host name or an IP address")
@@ -177,9 +206,9 @@ def parse_secret_ref(value: Any) -> SecretRef:
         return value
     if not isinstance(value, str):
         raise ValueError("must be a secret reference string")
-    if match := _AZURE_REF.match(value):
+    if match := _AZURE_REF.fullmatch(value):
         return SecretRef(value, vault=match["vault"], secret=match["secret"], field=match["field"])
-    if match := _CONFIG_REF.match(value):
+    if match := _CONFIG_REF.fullmatch(value):
         return SecretRef(value, config_key=match["key"])
     raise ValueError(
         "must be a secret reference: 'azure://<vault>/<secret>[/<field>]' (Key Vault names: letters, digits, '-')"
@@ -196,9 +225,13 @@ SecretReference = Annotated[
 
 
 class _Model(BaseModel):
-    """Base: YAML keys are camelCase aliases; unknown keys are errors; values are frozen."""
+    """Base: YAML keys are camelCase aliases; unknown keys are errors; values are frozen.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    Strict: no coercion between types, so `port: true` is refused instead of becoming port 1, and
+    `"5246"` is not a number. `pulumi config set --path` stores digits and true/false typed, so it fits.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
 
 # ---------------------------------------------------------------- project-level models
@@ -210,7 +243,7 @@ class Images(_Model):
 
 
 def _bucket(value: str) -> str:
-    if not _BUCKET.match(value):
+    if not _BUCKET.fullmatch(value):
         raise ValueError("must be 3-63 lowercase letters, digits, '.', '-'")
     return value
 
@@ -245,7 +278,7 @@ def _prefix_problems(prefix: str) -> list[str]:
     if not prefix.endswith("/"):
         problems.append(f"must end with '/' (a folder), e.g. '{prefix}/'")
     segments = prefix.removesuffix("/").split("/")
-    if prefix.startswith("/") or not all(_PREFIX_SEGMENT.match(s) and s not in (".", "..") for s in segments):
+    if prefix.startswith("/") or not all(_PREFIX_SEGMENT.fullmatch(s) and s not in (".", "..") for s in segments):
         problems.append("must be folder names of letters, digits, '.', '_', '-' separated by '/', no leading '/'")
     if OPENLIST_EMPTY_FOLDER_MARKER in prefix:
         problems.append(f"must not contain OpenList's empty-folder marker '{OPENLIST_EMPTY_FOLDER_MARKER}'")
@@ -255,12 +288,12 @@ def _prefix_problems(prefix: str) -> list[str]:
 class Retention(_Model):
     """Kopia retention; unset values inherit from the repository's (global) policy."""
 
-    keep_latest: int | None = Field(default=None, alias="keepLatest", ge=0)
-    keep_hourly: int | None = Field(default=None, alias="keepHourly", ge=0)
-    keep_daily: int | None = Field(default=None, alias="keepDaily", ge=0)
-    keep_weekly: int | None = Field(default=None, alias="keepWeekly", ge=0)
-    keep_monthly: int | None = Field(default=None, alias="keepMonthly", ge=0)
-    keep_annual: int | None = Field(default=None, alias="keepAnnual", ge=0)
+    keep_latest: int | None = Field(default=None, alias="keepLatest", ge=0, le=MAX_RETENTION_COUNT)
+    keep_hourly: int | None = Field(default=None, alias="keepHourly", ge=0, le=MAX_RETENTION_COUNT)
+    keep_daily: int | None = Field(default=None, alias="keepDaily", ge=0, le=MAX_RETENTION_COUNT)
+    keep_weekly: int | None = Field(default=None, alias="keepWeekly", ge=0, le=MAX_RETENTION_COUNT)
+    keep_monthly: int | None = Field(default=None, alias="keepMonthly", ge=0, le=MAX_RETENTION_COUNT)
+    keep_annual: int | None = Field(default=None, alias="keepAnnual", ge=0, le=MAX_RETENTION_COUNT)
 
 
 class SourceTarget(_Model):
@@ -281,7 +314,7 @@ class SourceTarget(_Model):
 
 def _parse_target(value: Any) -> Any:
     if isinstance(value, str):
-        match = re.match(r"^([^@:]+)@([^@:]+):(/.*)$", value)
+        match = re.fullmatch(r"([^@:]+)@([^@:]+):(/.*)", value, re.DOTALL)
         if not match:
             raise ValueError("must be '<user>@<host>:/<path>', e.g. 'shelken@vps:/backup/data'")
         return {"user": match[1], "host": match[2], "path": match[3]}
@@ -328,7 +361,7 @@ _HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-
 
 
 def _host_key(value: str) -> str:
-    if not _HOST_KEY.match(value):
+    if not _HOST_KEY.fullmatch(value):
         raise ValueError("must be '<type> <base64>' as printed by 'ssh-keyscan -t ed25519 <host>' (without the host)")
     return value
 
@@ -361,7 +394,8 @@ class Ssh(_Model):
     port: int = Field(default=22, ge=1, le=65535)
     host_key: Annotated[str, AfterValidator(_host_key)] = Field(
         alias="hostKey",
-        description="the host's public key, as in known_hosts without the host column: 'ssh-ed25519 AAAA...'",
+        description="the host's public key: the output of `ssh-keyscan -t ed25519 <address>` without the host"
+        " column, 'ssh-ed25519 AAAA...'",
     )
     private_key: Annotated[object | None, AfterValidator(_no_private_key)] = Field(
         default=None,
@@ -380,7 +414,20 @@ class Network(_Model):
 
 class Host(_Model):
     name: HostName = Field(description="host name: container hostname and Kopia identity <username>@<name>")
-    deploy_address: IpAddress = Field(alias="deployAddress", description="address published ports bind to")
+    stack_name: Annotated[str | None, AfterValidator(_stack_name)] = Field(
+        default=None,
+        alias="stackName",
+        description="the stack that deploys this host, when its name differs from host.name (the e2e stack"
+        " 'e2e-vps' deploys host 'vps'); a copy of the file under another stack name is refused",
+    )
+    deploy_address: IpAddress = Field(
+        alias="deployAddress", description="the host's IP address that published ports bind to"
+    )
+    publish_on_all_interfaces: bool = Field(
+        default=False,
+        alias="publishOnAllInterfaces",
+        description="true: allow deployAddress 0.0.0.0 or '::' (every interface, the internet included on a VPS)",
+    )
     ssh: Ssh
     data_dir: AbsolutePath = Field(alias="dataDir", description="host dir holding the containers' persistent data")
     config_dir: AbsolutePath = Field(alias="configDir", description="host dir Pulumi writes Kopia's config files to")
@@ -395,6 +442,11 @@ class Host(_Model):
     @property
     def kopia_dir(self) -> str:
         return self.kopia_data_dir or f"{self.data_dir}/kopia"
+
+    @property
+    def openlist_data_dir(self) -> str:
+        """Where OpenList's database (S3 keys, the 189 login, and a Local storage inside it) lives on the host."""
+        return f"{self.data_dir}/openlist/data"
 
     timezone: str = Field(default="Asia/Shanghai")
 
@@ -433,8 +485,9 @@ class KopiaServer(_Model):
         pattern=r"^[0-9]+(s|m|h)$",
         description="how often the server re-reads sources; a failed snapshot is retried only then (kopia #5521)",
     )
-    # Above the 30-day early renewal, or every `pulumi up` would renew the certificate.
-    tls_validity_days: int = Field(default=3650, alias="tlsValidityDays", ge=60)
+    # Above the 30-day early renewal, or every `pulumi up` would renew the certificate; at most 20 years,
+    # so a typo (36500) cannot pin one key for a lifetime.
+    tls_validity_days: int = Field(default=3650, alias="tlsValidityDays", ge=60, le=7300)
 
 
 class KopiaHealth(_Model):
@@ -539,14 +592,14 @@ class NotificationProfile(_Model):
             raise ValueError("give exactly one of webhook or email")
         return self
 
-    def secret_refs(self) -> dict[str, SecretRef]:
-        """The profile's secrets by role ('url', 'headers', 'password'), for the resolver and the renderer."""
-        refs = {
-            "url": self.webhook and self.webhook.url,
-            "headers": self.webhook and self.webhook.headers,
-            "password": self.email and self.email.password,
+    def secret_keys(self) -> dict[str, str]:
+        """The profile's secrets by role ('url', 'headers', 'password'): each role's key within the profile."""
+        keys = {
+            "url": "webhook.url" if self.webhook else None,
+            "headers": "webhook.headers" if self.webhook and self.webhook.headers else None,
+            "password": "email.password" if self.email and self.email.password else None,
         }
-        return {role: ref for role, ref in refs.items() if ref is not None}
+        return {role: key for role, key in keys.items() if key is not None}
 
 
 class Kopia(_Model):
@@ -616,6 +669,24 @@ class StackConfig(_Model):
         return is_maintenance_owner(self.repository.maintenance_owner, self.identity)
 
 
+def secret_references(config: StackConfig) -> list[tuple[str, SecretRef]]:
+    """Every secret reference of the stack with its fully qualified key, in the models' order."""
+    found: list[tuple[str, SecretRef]] = []
+
+    def walk(value: Any, loc: tuple[int | str, ...]) -> None:
+        if isinstance(value, SecretRef):
+            found.append((_key(loc), value))
+        elif isinstance(value, BaseModel):
+            for name, field in type(value).model_fields.items():
+                walk(getattr(value, name), (*loc, field.alias or name))
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                walk(item, (*loc, i))
+
+    walk(config, ())
+    return found
+
+
 class ConfigError(Exception):
     """Invalid stack config: every problem, each with its `homelab-backup:<key>` path."""
 
@@ -653,11 +724,15 @@ def _pydantic_problems(error: ValidationError) -> list[tuple[str, str]]:
 Problem = tuple[str, str]  # (fully qualified key, message)
 
 
-def _consistency_problems(config: StackConfig) -> list[Problem]:
+def _consistency_problems(config: StackConfig, stack: str | None) -> list[Problem]:
     """Rules that span keys, each on its own below; every problem names its key."""
     return [
+        *_host_belongs_to_this_stack(config, stack),
+        *_deploy_address_is_one_interface(config),
+        *_kopia_data_dir_outside_config_dir(config),
         *_policy_sources_are_mounted(config),
         *_mounts_are_scheduled_and_safe(config),
+        *_source_host_paths_are_distinct(config),
         *_maintenance_owner_is_a_policy_host(config),
         *_s3_endpoint_only_without_openlist(config),
         *_published_ports_do_not_collide(config),
@@ -673,6 +748,86 @@ def _notification_names_are_unique(config: StackConfig) -> list[Problem]:
         for index, name in enumerate(names)
         if name in names[:index]
     ]
+
+
+def _host_belongs_to_this_stack(config: StackConfig, stack: str | None) -> list[Problem]:
+    """One stack per host: a stack file copied for a new host, with the old host's name left in, would be a
+    second `<user>@<host>` writing into the same snapshots (and a second maintenance owner that may create
+    the repository). The host's name is the stack's name, or the file names its stack in host.stackName."""
+    if stack is None:  # not a deploy (scripts/status reads stacks that were deployed)
+        return []
+    host = config.host
+    expected = host.stack_name or host.name
+    if expected == stack:
+        return []
+    if host.stack_name is not None:
+        return [
+            (
+                f"{PROJECT}:host.stackName",
+                f"names stack '{host.stack_name}', but this is stack '{stack}': this file was copied from another"
+                " stack; set host.name (and host.stackName, or remove it) for this stack's host",
+            )
+        ]
+    return [
+        (
+            f"{PROJECT}:host.name",
+            f"'{host.name}' is not this stack's name '{stack}': one stack deploys one host, named like the stack."
+            f" Set host.name: {stack} (and add its sources to policy.sources); only if this stack deploys"
+            f" '{host.name}' under another stack name, say so with host.stackName: {stack}",
+        )
+    ]
+
+
+def _deploy_address_is_one_interface(config: StackConfig) -> list[Problem]:
+    """0.0.0.0 publishes Kopia's login and OpenList's S3 server on every interface (on a VPS, the internet)."""
+    host = config.host
+    if not ipaddress.ip_address(host.deploy_address).is_unspecified or host.publish_on_all_interfaces:
+        return []
+    return [
+        (
+            f"{PROJECT}:host.deployAddress",
+            f"{host.deploy_address} publishes the ports on every interface: set the one address they should be"
+            " reached at (e.g. the VPN or LAN address), or opt in with host.publishOnAllInterfaces: true",
+        )
+    ]
+
+
+def _kopia_data_dir_outside_config_dir(config: StackConfig) -> list[Problem]:
+    """The config dir is mounted read-only and written file by file by Pulumi; Kopia's cache inside it (or it
+    inside the cache) would mix Kopia's writes with the files that hold the secrets."""
+    kopia_dir, config_dir = config.host.kopia_dir, config.host.config_dir
+    if not (_is_within(kopia_dir, config_dir) or _is_within(config_dir, kopia_dir)):
+        return []
+    key = "host.kopiaDataDir" if config.host.kopia_data_dir else "host.dataDir"
+    return [
+        (
+            f"{PROJECT}:{key}",
+            f"Kopia's cache/logs/state ({kopia_dir}) overlap host.configDir ({config_dir}); keep them apart",
+        )
+    ]
+
+
+def _source_host_paths_are_distinct(config: StackConfig) -> list[Problem]:
+    """The same host directory mounted twice, or one inside another, is backed up twice."""
+    problems: list[Problem] = []
+    sources = config.kopia.sources
+    for j, later in enumerate(sources):
+        for i, earlier in enumerate(sources[:j]):
+            if later.host_path == earlier.host_path:
+                reason = f"is also kopia.sources[{i}].hostPath"
+            elif _is_within(later.host_path, earlier.host_path):
+                reason = f"lies inside kopia.sources[{i}].hostPath ({earlier.host_path})"
+            elif _is_within(earlier.host_path, later.host_path):
+                reason = f"contains kopia.sources[{i}].hostPath ({earlier.host_path})"
+            else:
+                continue
+            problems.append(
+                (
+                    f"{PROJECT}:kopia.sources[{j}].hostPath",
+                    f"{later.host_path} {reason}: the same files would be backed up twice; back up each tree once",
+                )
+            )
+    return problems
 
 
 def _policy_sources_are_mounted(config: StackConfig) -> list[Problem]:
@@ -701,11 +856,12 @@ def _policy_sources_are_mounted(config: StackConfig) -> list[Problem]:
 
 
 def _mounts_are_scheduled_and_safe(config: StackConfig) -> list[Problem]:
-    """Each mount is scheduled, mounted once, outside Kopia's own dirs, and its host path holds neither
-    Kopia's cache/logs nor the config dir (they would be backed up)."""
+    """Each mount is scheduled, mounted once, outside the container's own dirs, and its host path holds
+    neither Kopia's cache/logs, nor the config dir, nor OpenList's database (they would be backed up)."""
     problems: list[Problem] = []
     scheduled = {str(s) for s in config.policy.sources}
     kopia_dir, config_dir = config.host.kopia_dir, config.host.config_dir
+    openlist_dir = config.host.openlist_data_dir if config.openlist is not None else None
     seen: set[str] = set()
     for i, source in enumerate(config.kopia.sources):
         key = f"{PROJECT}:kopia.sources[{i}].path"
@@ -713,8 +869,14 @@ def _mounts_are_scheduled_and_safe(config: StackConfig) -> list[Problem]:
         if source.path in seen:
             problems.append((key, f"{source.path} is mounted twice"))
         seen.add(source.path)
-        if any(_is_within(source.path, d) for d in KOPIA_RESERVED_DIRS):
-            problems.append((key, f"{source.path} is inside Kopia's own directories {KOPIA_RESERVED_DIRS}"))
+        if source.path == "/" or any(_is_within(source.path, d) for d in CONTAINER_RESERVED_DIRS):
+            problems.append(
+                (
+                    key,
+                    f"{source.path} is inside the container's own directories ({', '.join(CONTAINER_RESERVED_DIRS)}"
+                    " or /): mount it elsewhere, e.g. /backup/<name>",
+                )
+            )
         if _is_within(kopia_dir, source.host_path) or _is_within(source.host_path, kopia_dir):
             problems.append(
                 (
@@ -729,6 +891,15 @@ def _mounts_are_scheduled_and_safe(config: StackConfig) -> list[Problem]:
                     host_path_key,
                     f"{source.host_path} contains host.configDir ({config_dir}): secrets.env and tls.key would be"
                     " backed up; move host.configDir outside every source",
+                )
+            )
+        if openlist_dir is not None and _is_within(openlist_dir, source.host_path):
+            # A live database copied mid-write, holding the S3 keys and the 189 login, stored on that drive.
+            problems.append(
+                (
+                    host_path_key,
+                    f"{source.host_path} contains OpenList's database ({openlist_dir}, under host.dataDir): it would"
+                    " be backed up while OpenList writes it; set host.dataDir outside every source",
                 )
             )
         target = f"{config.identity}:{source.path}"
@@ -781,30 +952,140 @@ def _is_within(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
-def load_namespace(values: Mapping[str, Any]) -> StackConfig:
+def load_namespace(
+    values: Mapping[str, Any], *, stack: str | None = None, secret_keys: Collection[str] | None = None
+) -> StackConfig:
     """The stack's config from fully qualified keys (`homelab-backup:host`, ...), as `pulumi config` lists them.
 
-    The one way every caller reads the program's keys: `__main__.py` (from `pulumi.Config`) and
-    `scripts/status` (from the Automation API). Values may be objects or their JSON text.
+    The one way every caller reads the program's keys: `__main__.py` (every key Pulumi hands the program)
+    and `scripts/status` (from the Automation API). Values may be objects or their JSON text.
+    `stack`: the stack being deployed (its host must be its own). `secret_keys`: the keys stored as secrets;
+    given, every other key of the namespace must be a program key or named by a `config:` reference.
     """
     picked: dict[str, Any] = {}
-    for key in PROJECT_KEYS + HOST_KEYS:
-        value = values.get(f"{PROJECT}:{key}")
+    others: list[str] = []
+    for full_key, value in values.items():
+        namespace, _, key = full_key.partition(":")
+        if namespace != PROJECT:
+            continue  # pulumi:, docker:, azure-native: ... belong to Pulumi and the providers
+        if key not in PROJECT_KEYS + HOST_KEYS:
+            others.append(full_key)
+            continue
         if isinstance(value, str) and value.lstrip().startswith(("{", "[")):
             with contextlib.suppress(json.JSONDecodeError):  # else the model reports the key's type
                 value = json.loads(value)
         if value is not None:
             picked[key] = value
-    return load_stack_config(picked)
+    problems: list[Problem] = []
+    if secret_keys is not None:
+        refs = (_CONFIG_REF.fullmatch(text) for _, text in _strings(picked))
+        referenced = {f"{PROJECT}:{ref['key']}" for ref in refs if ref}
+        for full_key in others:
+            if full_key not in referenced and full_key not in secret_keys:
+                problems.extend(_unknown_top_level_key(full_key))
+    return load_stack_config(picked, stack=stack, namespace_problems=problems)
 
 
-def load_stack_config(values: Mapping[str, Any]) -> StackConfig:
-    """Validate the stack's config (`{key: value}` without namespace) or raise ConfigError listing every problem."""
+def _unknown_top_level_key(full_key: str) -> list[Problem]:
+    """A plain key the program never reads: a misspelled key would otherwise be silently ignored. (A key stored
+    as a secret is a value for a `config:` reference, maybe of another stack sharing the same secrets.)"""
+    return [
+        (
+            full_key,
+            f"unknown key (check its spelling): the program reads {', '.join(PROJECT_KEYS + HOST_KEYS)} and the"
+            " secrets named by 'config:<key>' references",
+        )
+    ]
+
+
+def load_stack_config(
+    values: Mapping[str, Any], *, stack: str | None = None, namespace_problems: Sequence[Problem] = ()
+) -> StackConfig:
+    """Validate the stack's config (`{key: value}` without namespace) or raise ConfigError listing every problem.
+
+    A placeholder is reported instead of what the model says about it; a control character where the model
+    saw nothing wrong (a free-text label, a pattern-checked name) is reported on its own.
+    """
+    placeholders = _placeholders_are_replaced(values)
+    model: list[Problem] = []
+    config = None
     try:
         config = StackConfig.model_validate(dict(values))
     except ValidationError as exc:
-        raise ConfigError(_pydantic_problems(exc)) from None
-    problems = _consistency_problems(config)
-    if problems:
+        model = [p for p in _pydantic_problems(exc) if not any(_is_key_within(p[0], k) for k, _ in placeholders)]
+    reported = [k for k, _ in placeholders + model]
+    controls = [p for p in _no_control_characters(values) if not any(_is_key_within(p[0], k) for k in reported)]
+    problems = [*namespace_problems, *placeholders, *model, *controls]
+    if config is not None and not problems:
+        problems = _consistency_problems(config, stack)
+    if problems or config is None:
         raise ConfigError(problems)
     return config
+
+
+def _strings(value: Any, loc: tuple[int | str, ...] = ()) -> Iterator[tuple[tuple[int | str, ...], str]]:
+    """Every string in raw config values, with its location."""
+    if isinstance(value, str):
+        yield loc, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _strings(v, (*loc, str(k)))
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            yield from _strings(v, (*loc, i))
+
+
+def _placeholders_are_replaced(values: Mapping[str, Any]) -> list[Problem]:
+    """A committed stack file's host-specific values are 'SET-ME:<example>' until the user sets them, so a
+    deploy stops here naming what to set, instead of failing later at SSH or at binding a port."""
+    return [
+        (
+            _key(loc),
+            f"is a placeholder ('{text}'): set this host's value{_description(loc)}",
+        )
+        for loc, text in _strings(values)
+        if text.startswith(PLACEHOLDER)
+    ]
+
+
+def _no_control_characters(values: Mapping[str, Any]) -> list[Problem]:
+    """Names, paths and labels go into shell commands, file names and Kopia's policy: a newline or another
+    control character there (a config dir 'kopia\\n') would be created on the host as it is."""
+    return [
+        (_key(loc), "must not contain control characters (a newline, a tab, ...)")
+        for loc, text in _strings(values)
+        if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
+    ]
+
+
+def _description(loc: tuple[int | str, ...]) -> str:
+    """': <the key's description>' from the models, or '' when the key has none."""
+    model: Any = StackConfig
+    description = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = {f.alias or n: f for n, f in model.model_fields.items()} if _is_model(model) else {}
+        if part not in fields:
+            return ""
+        description = fields[part].description
+        model = _model_of(fields[part].annotation)
+    return f": {description}" if description else ""
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _model_of(annotation: Any) -> Any:
+    """The model inside `X`, `X | None`, `list[X]` or `Annotated[X, ...]`, or None."""
+    if _is_model(annotation):
+        return annotation
+    for arg in get_args(annotation):
+        if (found := _model_of(arg)) is not None:
+            return found
+    return None
+
+
+def _is_key_within(key: str, outer: str) -> bool:
+    return key == outer or key.startswith((outer + ".", outer + "["))

@@ -29,7 +29,7 @@ class KopiaSecrets:
     s3_access_key_id: pulumi.Output[str]
     s3_secret_access_key: pulumi.Output[str]
     heartbeat_url: pulumi.Output[str] | None = None
-    #: per declared notification profile (by name): its secrets by role, as `NotificationProfile.secret_refs()`
+    #: per declared notification profile (by name): its secrets by role, as `NotificationProfile.secret_keys()`
     notifications: Mapping[str, Mapping[str, pulumi.Output[str]]] = field(default_factory=dict)
 
 

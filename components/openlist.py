@@ -96,5 +96,6 @@ def container_env(timezone: str, s3_port: int) -> dict[str, str]:
 
 
 def data_dir_on_host(host: Host) -> str:
-    """Where OpenList's database (and a Local storage inside it) lives on the host."""
-    return f"{host.data_dir}/openlist/data"
+    """Where OpenList's database (and a Local storage inside it) lives on the host (one home: the config,
+    whose rules keep it out of every backed-up tree)."""
+    return host.openlist_data_dir

@@ -201,7 +201,7 @@ def notification_file(profile_name: str) -> str:
 def kopia_notification_profile(profile: NotificationProfile, secret_values: Mapping[str, str]) -> dict:
     """One profile as Kopia stores it (notification/notifyprofile/notification_profile.go, the senders'
     options in notification/sender/{webhook,email}/*_options.go @ v0.22.3), every field given, so Kopia
-    applies no default of its own. `secret_values` holds the resolved `profile.secret_refs()`."""
+    applies no default of its own. `secret_values` holds the resolved `profile.secret_keys()`."""
     if profile.webhook is not None:
         method = {
             "type": "webhook",

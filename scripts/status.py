@@ -123,13 +123,15 @@ def host_from_stack(
     try:
         stack = auto.select_stack(stack_name=stack_name, work_dir=str(workdir))
         outputs = {k: v.value for k, v in stack.outputs().items()}
-        values = {k: v.value for k, v in stack.get_all_config().items()}
+        all_config = stack.get_all_config()
+        values = {k: v.value for k, v in all_config.items()}
+        secret_keys = {k for k, v in all_config.items() if v.secret}
     except Exception as error:  # the CLI's own message says what is wrong (login, passphrase, stack name)
         raise StatusError(f"cannot read stack {stack_name} from Pulumi: {str(error).strip()[-400:]}") from None
     if "kopia_server_url" not in outputs:
         raise StatusError(f"stack {stack_name} has no kopia_server_url output: run 'pulumi up --stack {stack_name}'")
     try:
-        config = load_namespace(values)
+        config = load_namespace(values, stack=stack_name.rsplit("/", 1)[-1], secret_keys=secret_keys)
         kopia_secrets = config.kopia.secrets
 
         def secret(ref: SecretRef) -> str:

@@ -32,6 +32,7 @@ from pulumi.runtime import rpc, settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
+from components.config import PLACEHOLDER
 from components.secrets import SecretReadError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,10 +74,12 @@ def project_config(key: str) -> Any:
     return spec["value"] if isinstance(spec, dict) and "value" in spec else spec.get("default")
 
 
-def stack_config(stack: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def stack_config(stack: str, overrides: dict[str, Any] | None = None, *, placeholders: bool = False) -> dict[str, Any]:
     """Project-level config values from Pulumi.yaml overlaid by Pulumi.<stack>.yaml, then `overrides`.
 
-    Keys come back fully qualified (`homelab-backup:host`, `pulumi:...`), values as Python objects.
+    Keys come back fully qualified (`homelab-backup:host`, `pulumi:...`), values as Python objects. The
+    committed stack files' host-specific values are 'SET-ME:<example>' placeholders, which a deploy refuses;
+    here each becomes its example, as if the user had set it, unless `placeholders` keeps them as committed.
     """
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     values: dict[str, Any] = {}
@@ -85,8 +88,21 @@ def stack_config(stack: str, overrides: dict[str, Any] | None = None) -> dict[st
         values[full] = spec["value"] if isinstance(spec, dict) and "value" in spec else spec.get("default")
     stack_file = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text()) or {}
     values.update(stack_file.get("config") or {})
+    if not placeholders:
+        values = _examples_set(values)
     values.update(overrides or {})
     return values
+
+
+def _examples_set(value: Any) -> Any:
+    """Every 'SET-ME:<example>' placeholder replaced by its example."""
+    if isinstance(value, str):
+        return value.removeprefix(PLACEHOLDER)
+    if isinstance(value, dict):
+        return {k: _examples_set(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_examples_set(v) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------- the mocks
@@ -215,9 +231,16 @@ def run_program(
     secrets: dict[str, str] | None = None,
     invoke_answers: dict[str, Any] | None = None,
     preview: bool = False,
+    placeholders: bool = False,
+    as_stack: str | None = None,
+    mocks: RecordingMocks | None = None,
 ) -> ProgramRun:
-    """Run __main__.py for `stack` under mocks. `secrets` are config secrets (`config:<key>` references)."""
-    values = stack_config(stack, overrides)
+    """Run __main__.py for `stack` under mocks. `secrets` are config secrets (`config:<key>` references).
+
+    `placeholders`: keep the stack file's 'SET-ME:' values as committed. `as_stack`: run the file as the
+    stack of that name (a copied stack file). `mocks`: the caller's, to see what was declared before a failure.
+    """
+    values = stack_config(stack, overrides, placeholders=placeholders)
     config = {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
     secret_keys = []
     for key, value in (secrets or {}).items():
@@ -225,11 +248,11 @@ def run_program(
         config[full] = value
         secret_keys.append(full)
 
-    mocks = RecordingMocks(invoke_answers)
+    mocks = mocks or RecordingMocks(invoke_answers)
     monitor = RecordingMonitor(mocks)
     settings.ROOT.set(None)
     pulumi.runtime.set_all_config(config, secret_keys)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=as_stack or stack, preview=preview, monitor=monitor)
     settings.SETTINGS.rpc_manager.clear()
     settings.SETTINGS.outputs.clear()
 

@@ -19,8 +19,10 @@ from components.config import (
     ConfigError,
     SecretRef,
     StackConfig,
+    load_namespace,
     load_stack_config,
     parse_secret_ref,
+    secret_references,
 )
 from testbed.mocks import stack_config
 
@@ -303,13 +305,17 @@ def test_two_sources_mounted_at_the_same_path():
     assert_only_problem(values, "kopia.sources[1].path", "/backup/data is mounted twice")
 
 
-@pytest.mark.parametrize("path", ["/app", "/app/data", "/app/cache"])
-def test_source_mounted_inside_kopia_app_dir(path):
+@pytest.mark.parametrize(
+    "path", ["/app", "/app/data", "/app/cache", "/", "/bin", "/etc", "/etc/ssl", "/proc", "/sys", "/dev", "/usr/lib"]
+)
+def test_source_mounted_over_the_containers_own_directories(path):
     def change(values):
         values["kopia"]["sources"][0]["path"] = path
         values["policy"]["sources"][2] = f"shelken@vps:{path}"
 
-    assert_only_problem(mutated(VPS, change), "kopia.sources[0].path", f"{path} is inside Kopia's own directories")
+    assert_only_problem(
+        mutated(VPS, change), "kopia.sources[0].path", f"{path} is inside the container's own directories"
+    )
 
 
 def test_source_path_next_to_app_is_not_inside_it():
@@ -325,7 +331,7 @@ def test_source_path_next_to_app_is_not_inside_it():
     [
         ("/opt/data/kopia", "/opt/data", "/opt/data/kopia"),  # explicit kopiaDataDir inside the source
         ("/opt/data", "/opt/data", "/opt/data"),  # the source is Kopia's dir itself
-        (None, "/opt/data", "/opt/data/kopia"),  # default <dataDir>/kopia, dataDir is the source
+        (None, "/opt/data", "/opt/data/kopia"),  # default <dataDir>/kopia, dataDir is the source (no OpenList)
         ("/opt/kopia", "/opt/kopia/cache", "/opt/kopia"),  # the source inside Kopia's dir
     ],
 )
@@ -333,6 +339,9 @@ def test_source_host_path_containing_kopia_data_dir(kopia_data_dir, host_path, k
     def change(values):
         if kopia_data_dir is None:
             del values["host"]["kopiaDataDir"]
+            values["host"]["dataDir"] = host_path
+            del values["openlist"]  # its database under dataDir would be a second problem
+            values["kopia"]["s3"]["endpoint"] = "config:s3Endpoint"
         else:
             values["host"]["kopiaDataDir"] = kopia_data_dir
         values["kopia"]["sources"][0]["hostPath"] = host_path
@@ -362,8 +371,9 @@ def test_whole_filesystem_as_a_source_reports_both_overlaps():
         values["kopia"]["sources"][0]["hostPath"] = "/"
 
     problems = problems_of(mutated(VPS, change))
-    assert [k for k, _ in problems] == [NS + "kopia.sources[0].hostPath"] * 2
+    assert [k for k, _ in problems] == [NS + "kopia.sources[0].hostPath"] * 3
     assert "Kopia's own cache/logs" in problems[0][1] and "host.configDir" in problems[1][1]
+    assert "OpenList's database" in problems[2][1]
 
 
 def test_source_host_path_next_to_kopia_data_dir_is_fine():
@@ -736,8 +746,11 @@ def test_notification_profiles_default_to_warning_and_name_their_secrets():
     config = load_stack_config({**VPS, "notifications": [WEBHOOK, EMAIL]})
     webhook, email = config.notifications
     assert (webhook.min_severity, webhook.webhook.method, webhook.webhook.format) == ("warning", "POST", "txt")
-    assert {role: str(ref) for role, ref in webhook.secret_refs().items()} == {"url": WEBHOOK["webhook"]["url"]}
-    assert {role: str(ref) for role, ref in email.secret_refs().items()} == {"password": "config:smtpPassword"}
+    assert webhook.secret_keys() == {"url": "webhook.url"}
+    assert email.secret_keys() == {"password": "email.password"}
+    references = dict(secret_references(config))
+    assert str(references[NS + "notifications[0].webhook.url"]) == WEBHOOK["webhook"]["url"]
+    assert str(references[NS + "notifications[1].email.password"]) == "config:smtpPassword"
     assert email.email.smtp_port == 587
 
 
@@ -759,3 +772,165 @@ def test_a_bad_notification_profile_is_named_at_its_key(profile, key, fragment):
 
 def test_a_notification_profile_name_declared_twice_is_refused():
     assert_only_problem({**VPS, "notifications": [WEBHOOK, WEBHOOK]}, "notifications[1].name", "declared twice")
+
+
+# ---------------------------------------------------------------- edges a hostile review found
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key"),
+    [
+        ("host.configDir", "/opt/compose/vps/kopia\n", "host.configDir"),  # Python's '$' matches before a final '\n'
+        ("host.name", "vps\n", "host.name"),
+        ("images.kopia", "kopia/kopia:0.22.3\n", "images.kopia"),
+        ("repository.bucket", "kopia\n", "repository.bucket"),
+        ("host.ssh.hostKey", f"ssh-ed25519 {'A' * 40}\n", "host.ssh.hostKey"),
+        ("host.homepageGroup", "VPS\r\nX-Injected: 1", "host.homepageGroup"),  # free text: the generic rule
+        ("host.timezone", "Asia/Shanghai\x1b[2J", "host.timezone"),
+        ("kopia.secrets.serverPassword", "config:uiPassword\n", "kopia.secrets.serverPassword"),
+    ],
+)
+def test_trailing_newline_and_control_characters_are_refused(path, value, key):
+    assert_only_problem(mutated(VPS, setter(path, value)), key)
+
+
+def test_control_character_in_free_text_names_the_rule():
+    values = mutated(VPS, setter("host.homepageGroup", "VPS\n"))
+    assert_only_problem(values, "host.homepageGroup", "must not contain control characters")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key"),
+    [
+        ("host.ssh.port", True, "host.ssh.port"),
+        ("kopia.server", {"port": True}, "kopia.server.port"),
+        ("openlist", {"webPort": False}, "openlist.webPort"),
+        ("policy.intervalSeconds", True, "policy.intervalSeconds"),
+        ("policy.retention.keepDaily", True, "policy.retention.keepDaily"),
+        ("host.ssh.port", "22", "host.ssh.port"),
+        ("host.network", {"create": "yes"}, "host.network.create"),
+    ],
+)
+def test_no_coercion_between_types(path, value, key):
+    assert_only_problem(mutated(VPS, setter(path, value)), key, "Input should be a valid")
+
+
+@pytest.mark.parametrize("field", ["keepDaily", "keepHourly", "keepLatest", "keepWeekly", "keepMonthly", "keepAnnual"])
+def test_retention_has_an_upper_bound(field):
+    values = mutated(VPS, setter(f"policy.retention.{field}", 10_001))
+    assert_only_problem(values, f"policy.retention.{field}", "less than or equal to 10000")
+    load_stack_config(mutated(VPS, setter(f"policy.retention.{field}", 10_000)))
+
+
+def test_certificate_validity_has_an_upper_bound():
+    values = mutated(VPS, setter("kopia.server", {"tlsValidityDays": 36500}))
+    assert_only_problem(values, "kopia.server.tlsValidityDays", "less than or equal to 7300")
+
+
+@pytest.mark.parametrize(
+    ("host_path", "fragment"),
+    [
+        ("/opt/minio/data", "is also kopia.sources[0].hostPath"),
+        ("/opt/minio/data/buckets", "lies inside kopia.sources[0].hostPath (/opt/minio/data)"),
+        ("/opt/minio", "contains kopia.sources[0].hostPath (/opt/minio/data)"),
+    ],
+)
+def test_the_same_host_tree_backed_up_twice(host_path, fragment):
+    values = mutated(SAKAMOTO, setter("kopia.sources.1.hostPath", host_path))
+    assert_only_problem(values, "kopia.sources[1].hostPath", fragment, "backed up twice")
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::"])  # noqa: S104 (the values refused)
+def test_publishing_on_every_interface_needs_an_explicit_opt_in(address):
+    values = mutated(VPS, setter("host.deployAddress", address))
+    assert_only_problem(values, "host.deployAddress", "every interface", "host.publishOnAllInterfaces: true")
+    values["host"]["publishOnAllInterfaces"] = True
+    assert load_stack_config(values).host.deploy_address == address
+
+
+@pytest.mark.parametrize(
+    ("kopia_data_dir", "config_dir"),
+    [("/opt/compose/vps/kopia/data", "/opt/compose/vps/kopia"), ("/opt/kopia", "/opt/kopia/config")],
+)
+def test_kopia_data_dir_and_config_dir_do_not_overlap(kopia_data_dir, config_dir):
+    def change(values):
+        values["host"]["kopiaDataDir"] = kopia_data_dir
+        values["host"]["configDir"] = config_dir
+
+    assert_only_problem(mutated(VPS, change), "host.kopiaDataDir", "overlap host.configDir")
+
+
+def test_openlist_database_inside_a_backed_up_tree():
+    """The committed VPS file had it: dataDir /opt/data, backed up whole, held OpenList's live database."""
+    assert_only_problem(
+        mutated(VPS, setter("host.dataDir", "/opt/data")),
+        "kopia.sources[0].hostPath",
+        "contains OpenList's database (/opt/data/openlist/data, under host.dataDir)",
+        "set host.dataDir outside every source",
+    )
+    # Without OpenList on the stack, the same data dir holds no database.
+    load_stack_config(mutated(SAKAMOTO, setter("host.dataDir", "/opt/minio/data")))
+
+
+# ---------------------------------------------------------------- committed placeholders
+
+
+@pytest.mark.parametrize("stack", ["vps", "sakamoto"])
+def test_committed_stack_files_refuse_their_placeholders_naming_what_to_set(stack):
+    as_committed = {
+        k.removeprefix(NS): v for k, v in stack_config(stack, placeholders=True).items() if k.startswith(NS)
+    }
+    problems = dict(problems_of(as_committed))
+    expected = {
+        "host.deployAddress",
+        "host.dataDir",
+        "host.ssh.address",
+        "host.ssh.hostKey",
+        "kopia.sources[0].hostPath",
+    }
+    assert expected <= {k.removeprefix(NS) for k in problems}, problems
+    assert all("is a placeholder ('SET-ME:" in m for m in problems.values()), problems
+    assert "ssh-keyscan -t ed25519" in problems[NS + "host.ssh.hostKey"]
+    assert "published ports bind to" in problems[NS + "host.deployAddress"]
+
+
+# ---------------------------------------------------------------- the whole namespace
+
+
+def namespace(values: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {**{NS + k: v for k, v in values.items()}, "pulumi:disable-default-providers": ["docker"], **extra}
+
+
+def test_unknown_top_level_key_is_an_error():
+    values = namespace(VPS, **{NS + "kopai": "{}", NS + "keyvault": "{}"})
+    with pytest.raises(ConfigError) as info:
+        load_namespace(values, secret_keys=set())
+    assert sorted(k for k, _ in info.value.problems) == [NS + "keyvault", NS + "kopai"]
+    assert "unknown key (check its spelling)" in info.value.problems[0][1]
+
+
+def test_keys_of_config_references_and_secrets_are_not_unknown():
+    def change(values):
+        values["kopia"]["secrets"]["serverPassword"] = "config:uiPassword"
+
+    values = namespace(mutated(VPS, change), **{NS + "uiPassword": "x", NS + "sharedSecret": "y"})
+    load_namespace(values, secret_keys={NS + "sharedSecret"})  # referenced (plain: refused when read), secret
+
+
+def test_host_must_be_the_stacks_own():
+    values = namespace(SAKAMOTO)
+    assert load_namespace(values, stack="sakamoto").identity == "shelken@sakamoto"
+    with pytest.raises(ConfigError) as info:
+        load_namespace(values, stack="nas")  # Pulumi.sakamoto.yaml copied to Pulumi.nas.yaml
+    [(key, message)] = info.value.problems
+    assert key == NS + "host.name"
+    assert "'sakamoto' is not this stack's name 'nas'" in message and "host.stackName: nas" in message
+
+
+def test_a_stack_named_differently_says_so_and_a_copy_of_it_is_still_refused():
+    values = namespace(mutated(VPS, setter("host.stackName", "e2e-vps")))
+    assert load_namespace(values, stack="e2e-vps").identity == "shelken@vps"
+    with pytest.raises(ConfigError) as info:
+        load_namespace(values, stack="e2e-nas")
+    assert [k for k, _ in info.value.problems] == [NS + "host.stackName"]
+    assert "names stack 'e2e-vps', but this is stack 'e2e-nas'" in info.value.problems[0][1]

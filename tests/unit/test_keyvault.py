@@ -1,18 +1,15 @@
-"""Key Vault data-plane reads against the local fake, field picking, and `SecretResolver` under Pulumi mocks."""
+"""Key Vault data-plane reads against the local fake, fields of JSON and dotenv secrets, and `read_secrets`."""
 
 from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
 
-import pulumi
 import pytest
-from pulumi_azure_native import authorization
 
 from components.config import parse_secret_ref
-from components.secrets import KEY_VAULT_RESOURCE, SecretReadError, SecretResolver, fetch_key_vault_secret, pick_field
+from components.secrets import SecretReadError, SecretsError, fetch_key_vault_secret, pick_field, read_secrets
 from tests.fake_key_vault import FakeKeyVault
 
 TOKEN = "eyJ0eXAi.test-token.Zm9v"
@@ -114,8 +111,19 @@ def test_fetch_refuses_a_non_http_url(url):
 
 def test_pick_field_from_json():
     assert pick_field(JSON_SECRET, "password", "ref") == "pw-Jq2"
-    assert pick_field(JSON_SECRET, "port", "ref") == "5246"  # non-strings come back as JSON text
     assert pick_field('  {"a": "x"}\n', "a", "ref") == "x"
+
+
+@pytest.mark.parametrize(
+    ("field_value", "kind"),
+    [("null", "null"), ("true", "a boolean"), ("5246", "a number"), ('{"a": "b"}', "an object"), ("[1]", "a list")],
+)
+def test_pick_field_refuses_a_json_field_that_is_not_a_string(field_value, kind):
+    """`null` used to become the password "null"."""
+    ref = "azure://v/s/password"
+    with pytest.raises(SecretReadError) as info:
+        pick_field('{"password": ' + field_value + ', "user": "admin-Jq1"}', "password", ref)
+    assert str(info.value) == f"{ref}: field 'password' is {kind}, not a string: store it as a JSON string"
 
 
 def test_pick_field_from_dotenv_with_export_quotes_and_comments():
@@ -155,153 +163,193 @@ def test_pick_field_rejects_an_empty_field(value):
         pick_field(value, "A", "ref")
 
 
-@pytest.mark.parametrize("value", ["plain-Value-Pp9", "", "[1, 2]", '"a string"', "{not json", "A=1\nplain-Value-Pp9"])
-def test_pick_field_rejects_a_value_that_is_not_json_or_dotenv(value):
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("plain-Value-Pp9", "line 1 is not NAME=value"),
+        ("", "the secret is not JSON or dotenv"),
+        ("[1, 2]", "line 1 is not NAME=value"),
+        ('"a string"', "line 1 is not NAME=value"),
+        ("{not json", "starts with '{' but is not valid JSON"),
+        ("A=1\nplain-Value-Pp9", "line 2 is not NAME=value"),
+    ],
+)
+def test_pick_field_rejects_a_value_that_is_not_json_or_dotenv(value, why):
     with pytest.raises(SecretReadError) as info:
         pick_field(value, "A", "azure://v/s/A")
-    assert str(info.value) == "azure://v/s/A: the secret is not JSON or dotenv, so it has no field 'A'"
+    assert str(info.value).startswith("azure://v/s/A: ")
+    assert why in str(info.value)
+    assert_clean(str(info.value))
 
 
-# ---------------------------------------------------------------- SecretResolver under Pulumi mocks
+# ---------------------------------------------------------------- dotenv: Docker Compose's env-file rules
 
 
-class TokenMocks(pulumi.runtime.Mocks):
-    """Answers the azure-native token invoke, records every invoke, and has no resources to create."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict]] = []
-        self.lock = threading.Lock()
-
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict:
-        with self.lock:
-            self.calls.append((args.token, dict(args.args)))
-        if args.token == "azure-native:authorization:getClientToken":
-            return {"token": TOKEN, "clientId": "c", "objectId": "o", "subscriptionId": "s", "tenantId": "t"}
-        raise NotImplementedError(args.token)
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
-        raise NotImplementedError(args.typ)
-
-    @property
-    def token_calls(self) -> list[dict]:
-        return [a for t, a in self.calls if t == "azure-native:authorization:getClientToken"]
-
-
-@pytest.fixture
-def mocks() -> TokenMocks:
-    mocks = TokenMocks()
-    pulumi.runtime.set_mocks(mocks, project="homelab-backup", stack="test", preview=False)
-    return mocks
+@pytest.mark.parametrize(
+    ("line", "value"),
+    [
+        ("A=plain", "plain"),
+        ("A=value # an inline comment", "value"),  # a comment needs a space before '#'
+        ("A=value#not-a-comment", "value#not-a-comment"),
+        ('A="value # not a comment"', "value # not a comment"),
+        ('A="value" # a comment after the quote', "value"),
+        ("A='value' # a comment after the quote", "value"),
+        ("A='$OTHER ${X} \\n'", "$OTHER ${X} \\n"),  # single quotes are literal
+        ("A='Let\\'s go'", "Let's go"),  # ...but a quote may be escaped
+        ('A="line1\\nline2\\ttab \\\\ \\"q\\""', 'line1\nline2\ttab \\ "q"'),  # double-quoted escapes
+        ('A="{\\"hello\\": \\"json\\"}"', '{"hello": "json"}'),
+        ('A="first\nsecond"', "first\nsecond"),  # a double-quoted value may span lines
+        ("export A=exported", "exported"),
+        ("  A = spaced  ", "spaced"),
+        ("A=http://openlist:5246/?a=b", "http://openlist:5246/?a=b"),
+    ],
+)
+def test_dotenv_follows_compose_env_file_rules(line, value):
+    secret = f"# a comment line\n\nB=other\n{line}\nC=last\n"
+    assert pick_field(secret, "A", "ref") == value
+    assert pick_field(secret, "C", "ref") == "last"
 
 
-def resolver(kv: FakeKeyVault, config_secret=None) -> SecretResolver:
-    """As `__main__.py` builds it, with Key Vault's URL pointed at the fake."""
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ("A=pa$$word", "'$' in an unquoted value would be substituted by Compose"),
+        ('A="pa$word"', "'$' in a double-quoted value would be substituted by Compose"),
+        ('A="never closed', "the double quote is never closed"),
+        ("A='never closed", "the single quote is never closed"),
+        ("A='x' trailing", "text after the closing quote"),
+    ],
+)
+def test_dotenv_that_compose_would_read_differently_is_refused(line, why):
+    with pytest.raises(SecretReadError) as info:
+        pick_field(f"B=other\n{line}\n", "B", "ref")
+    assert why in str(info.value)
+    assert "line 2" in str(info.value)
+    assert "pa$" not in str(info.value) and "never closed" not in str(info.value).split("(")[0]
 
-    def no_config(key: str) -> pulumi.Output[str]:
-        raise AssertionError(f"config secret {key} read")
 
-    return SecretResolver(
-        config_secret=config_secret or no_config,
-        key_vault_token=lambda: authorization.get_client_token_output(endpoint=KEY_VAULT_RESOURCE).token,
-        url_template=kv.url_template,
-        api_version="7.4",
+def test_field_names_that_may_be_secret_are_not_printed():
+    """A value that is not really an env file (base64 lines end in '=') parses as names that are secret text."""
+    value = "KOPIA_PASSWORD=x\nc2VjcmV0LXZhbHVlLWJhc2U2NA==\n"
+    with pytest.raises(SecretReadError) as info:
+        pick_field(value, "KOPIA_SERVER_PASSWORD", "ref")
+    assert (
+        str(info.value)
+        == "ref: no field 'KOPIA_SERVER_PASSWORD' in the secret (it has: KOPIA_PASSWORD and 1 more not shown)"
     )
 
 
-async def _flags(outputs: list[pulumi.Output]) -> list[bool]:
-    return [await output.is_secret() for output in outputs]
+# ---------------------------------------------------------------- redirects
 
 
-def secret_flags(outputs: list[pulumi.Output]) -> pulumi.Output[list[bool]]:
-    return pulumi.Output.from_input(_flags(outputs))
+def test_a_redirect_is_not_followed_with_the_token():
+    """Key Vault never redirects a secret read; a redirect (a wrong urlTemplate, a proxy) must not get the token."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    seen: list[str | None] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"value": "x"}')
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Redirecting(Elsewhere):
+        def do_GET(self) -> None:
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.1:{elsewhere.server_address[1]}/steal")
+            self.end_headers()
+
+    elsewhere = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    redirecting = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    for server in (elsewhere, redirecting):
+        Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(SecretReadError) as info:
+            fetch_key_vault_secret(f"http://127.0.0.1:{redirecting.server_address[1]}/v", "plain", TOKEN, ref="r")
+    finally:
+        for server in (elsewhere, redirecting):
+            server.shutdown()
+            server.server_close()
+    assert seen == []
+    assert str(info.value).startswith("r: Key Vault answered with a redirect (HTTP 307); not followed")
+    assert_clean(str(info.value))
 
 
-@pulumi.runtime.test
-def test_three_fields_of_one_secret_make_one_request_and_are_secret(kv, mocks):
-    secrets = resolver(kv)
-    names = ["KOPIA_PASSWORD", "KOPIA_SERVER_USERNAME", "KOPIA_PASSWORD"]
-    outputs = [secrets.resolve(parse_secret_ref(f"azure://{VAULT}/compose-vps/{name}")) for name in names]
-
-    def check(args):
-        values, flags = args
-        assert values == ["repo-pass-Vq7w", "admin-Ux2", "repo-pass-Vq7w"]
-        assert flags == [True, True, True]
-        assert kv.requests == [f"/{VAULT}/secrets/compose-vps"]
-        assert mocks.token_calls == [{"endpoint": KEY_VAULT_RESOURCE}]
-
-    return pulumi.Output.all(pulumi.Output.all(*outputs), secret_flags(outputs)).apply(check)
+# ---------------------------------------------------------------- read_secrets: every reference, once
 
 
-@pulumi.runtime.test
-def test_each_secret_is_read_once_and_the_token_fetched_once(kv, mocks):
-    secrets = resolver(kv)
+def read(kv: FakeKeyVault, refs: list[str], config: dict[str, str] | None = None, tokens: list | None = None):
+    tokens = [] if tokens is None else tokens
+
+    def config_secret(key: str) -> str:
+        if key not in (config or {}):
+            raise SecretReadError(f"config:{key}: no config value")
+        return (config or {})[key]
+
+    def token() -> str:
+        tokens.append(1)
+        return TOKEN
+
+    return read_secrets(
+        [(f"homelab-backup:k{i}", parse_secret_ref(ref)) for i, ref in enumerate(refs)],
+        config_secret=config_secret,
+        key_vault_token=token,
+        url_template=kv.url_template,
+    )
+
+
+def test_each_secret_is_read_once_and_the_token_fetched_once(kv):
+    tokens: list = []
     refs = [
         f"azure://{VAULT}/compose-vps/KOPIA_PASSWORD",
         f"azure://{VAULT}/as-json/user",
         f"azure://{VAULT}/plain",
         f"azure://{VAULT}/as-json/password",
-        f"azure://{VAULT}/plain",
+        f"azure://{VAULT}/compose-vps/KOPIA_SERVER_USERNAME",
     ]
-    outputs = [secrets.resolve(parse_secret_ref(ref)) for ref in refs]
-
-    def check(args):
-        values, flags = args
-        assert values == ["repo-pass-Vq7w", "admin-Jq1", "plain-Value-Pp9", "pw-Jq2", "plain-Value-Pp9"]
-        assert all(flags)
-        assert sorted(kv.requests) == sorted(f"/{VAULT}/secrets/{s}" for s in ("compose-vps", "as-json", "plain"))
-        assert len(mocks.token_calls) == 1
-
-    return pulumi.Output.all(pulumi.Output.all(*outputs), secret_flags(outputs)).apply(check)
+    values = read(kv, refs, tokens=tokens)
+    assert list(values.values()) == ["repo-pass-Vq7w", "admin-Jq1", "plain-Value-Pp9", "pw-Jq2", "admin-Ux2"]
+    assert sorted(kv.requests) == sorted(f"/{VAULT}/secrets/{s}" for s in ("compose-vps", "as-json", "plain"))
+    assert len(tokens) == 1
 
 
-@pulumi.runtime.test
-def test_config_reference_uses_the_injected_config_secret_and_is_secret(kv, mocks):
-    asked: list[str] = []
-
-    def config_secret(key: str) -> pulumi.Output[str]:
-        asked.append(key)
-        return pulumi.Output.from_input(f"value-of-{key}")  # plain on purpose: the resolver must mark it
-
-    secrets = resolver(kv, config_secret)
-    output = secrets.resolve(parse_secret_ref("config:kopiaPassword"))
-
-    def check(args):
-        value, flags = args
-        assert value == "value-of-kopiaPassword"
-        assert flags == [True]
-        assert asked == ["kopiaPassword"]
-        assert mocks.calls == []
-        assert kv.requests == []
-
-    return pulumi.Output.all(output, secret_flags([output])).apply(check)
+def test_no_token_when_the_stack_has_no_azure_reference(kv):
+    tokens: list = []
+    assert read(kv, ["config:a", "config:b"], {"a": "va", "b": "vb"}, tokens) == {
+        "homelab-backup:k0": "va",
+        "homelab-backup:k1": "vb",
+    }
+    assert tokens == [] and kv.requests == []
 
 
-@pulumi.runtime.test
-def test_no_token_invoke_when_the_stack_has_no_azure_reference(kv, mocks):
-    refs = ["config:s3Endpoint", "config:s3Key", "config:s3Secret", "config:repoPassword", "config:uiPassword"]
-    secrets = resolver(kv, lambda key: pulumi.Output.secret(f"v-{key}"))
-    outputs = [secrets.resolve(parse_secret_ref(ref)) for ref in refs]
-
-    def check(args):
-        values, flags = args
-        assert values == ["v-s3Endpoint", "v-s3Key", "v-s3Secret", "v-repoPassword", "v-uiPassword"]
-        assert all(flags)
-        assert mocks.calls == []  # no Azure credentials needed
-        assert kv.requests == []
-
-    return pulumi.Output.all(pulumi.Output.all(*outputs), secret_flags(outputs)).apply(check)
-
-
-def test_resolver_error_names_the_reference_not_the_value(kv, mocks):
-    secrets = resolver(kv)
-    ref = f"azure://{VAULT}/compose-vps/KOPIA_SERVER_PASSWORD"
-
-    @pulumi.runtime.test
-    def resolve_missing_field():
-        return secrets.resolve(parse_secret_ref(ref))
-
-    with pytest.raises(SecretReadError) as info:
-        resolve_missing_field()
+def test_every_problem_is_reported_at_once_with_its_key_and_reference(kv):
+    refs = [
+        f"azure://{VAULT}/compose-vps/KOPIA_SERVER_PASSWORD",  # no such field
+        f"azure://{VAULT}/missing/A",  # no such secret
+        f"azure://{VAULT}/missing/B",  # the same secret: read once, reported for each reference
+        f"azure://{VAULT}/locked",  # 403
+        "config:absent",
+        f"azure://{VAULT}/compose-vps/KOPIA_PASSWORD",  # fine
+    ]
+    with pytest.raises(SecretsError) as info:
+        read(kv, refs)
+    keys = [k for k, _ in info.value.problems]
+    assert keys == [
+        "homelab-backup:k0",
+        "homelab-backup:k1",
+        "homelab-backup:k2",
+        "homelab-backup:k3",
+        "homelab-backup:k4",
+    ]
+    for (_, message), ref in zip(info.value.problems, refs, strict=False):
+        assert message.startswith(f"{ref}: "), message
+    assert kv.requests.count(f"/{VAULT}/secrets/missing") == 1
     message = str(info.value)
-    assert message.startswith(f"{ref}: no field 'KOPIA_SERVER_PASSWORD'")
+    assert message.startswith("cannot read the stack's secrets (5 problems); nothing was changed:\n")
     assert_clean(message)

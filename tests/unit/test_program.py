@@ -6,13 +6,22 @@ committed Pulumi.yaml + Pulumi.<stack>.yaml as they are.
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pulumi
 import pytest
 
 from components import render
-from testbed.mocks import ProgramRun, committed_stacks, plain_strings, run_program, stack_config, unwrap_all
+from testbed.mocks import (
+    ProgramRun,
+    RecordingMocks,
+    committed_stacks,
+    plain_strings,
+    run_program,
+    stack_config,
+    unwrap_all,
+)
 from tests.unit.conftest import ALL_SECRET_VALUES, AZURE_TOKEN, VPS_SECRETS, run_committed_stack
 
 CONTAINER = "docker:index/container:Container"
@@ -114,7 +123,7 @@ def test_vps_openlist_container(vps):
     }
     ports = {(p["internal"], p["external"], p["ip"]) for p in container.inputs["ports"]}
     assert ports == {(80, 5244, "100.64.0.2"), (5246, 5246, "100.64.0.2")}
-    assert volumes_of(container) == {"/opt/openlist/data": ("/opt/data/openlist/data", False)}
+    assert volumes_of(container) == {"/opt/openlist/data": ("/opt/services/openlist/data", False)}
     assert [n["name"] for n in container.inputs["networksAdvanced"]] == ["homelab"]
     assert labels_of(container) == {
         "homepage.group": "VPS",
@@ -124,7 +133,7 @@ def test_vps_openlist_container(vps):
     }
     data_dir = vps.one(OWNED_DIRECTORY, "openlist-data-dir")
     assert (data_dir.inputs["path"], data_dir.inputs["uid"], data_dir.inputs["mode"]) == (
-        "/opt/data/openlist/data",
+        "/opt/services/openlist/data",
         1001,
         "700",
     )
@@ -480,3 +489,163 @@ def test_notification_profiles_become_secret_files_and_restart_kopia_when_they_c
 
 
 MAIL = {"smtpServer": "smtp.example.net", "from": "kopia@example.net", "to": ["me@example.net"]}
+
+
+# ---------------------------------------------------------------- every bad input refused before anything changes
+
+
+def refused(stack: str, key_vault, **kwargs) -> str:
+    """The program run on its entry path fails with one RunError, before it declares any resource."""
+    mocks = RecordingMocks({"azure-native:authorization:getClientToken": {"token": AZURE_TOKEN}})
+    overrides = {"homelab-backup:keyVault": {"urlTemplate": key_vault.url_template}, **kwargs.pop("overrides", {})}
+    with pytest.raises(pulumi.RunError) as error:
+        run_program(stack, overrides=overrides, mocks=mocks, **kwargs)
+    assert mocks.resources == [], f"declared before failing: {[r.name for r in mocks.resources]}"
+    message = str(error.value)
+    assert "Traceback" not in message
+    for secret in [*ALL_SECRET_VALUES, AZURE_TOKEN]:
+        assert secret not in message
+    return message
+
+
+def test_every_secret_problem_is_one_message_before_any_resource(key_vault):
+    """A missing field, an empty value and a bad endpoint: all listed, each with its key and reference."""
+    from tests.unit.conftest import SAKAMOTO_SECRETS, dotenv
+
+    values = {k: v for k, v in SAKAMOTO_SECRETS.items() if k != "KOPIA_SERVER_PASSWORD"}
+    values |= {"OPENLIST_S3_ENDPOINT": "openlist.cluster.lan:5246", "OPENLIST_S3_ACCESS_KEY_ID": '""'}
+    key_vault.secrets["shelken-homelab"]["compose-sakamoto"] = dotenv(values)
+    message = refused("sakamoto", key_vault)
+    ref = "azure://shelken-homelab/compose-sakamoto"
+    assert message.startswith("cannot read the stack's secrets (3 problems); nothing was changed:\n")
+    assert f"homelab-backup:kopia.secrets.serverPassword: {ref}/KOPIA_SERVER_PASSWORD: no field" in message
+    assert f"homelab-backup:kopia.s3.accessKeyId: {ref}/OPENLIST_S3_ACCESS_KEY_ID: field" in message
+    assert f"homelab-backup:kopia.s3.endpoint: {ref}/OPENLIST_S3_ENDPOINT: the value is not an S3 endpoint" in message
+    assert "openlist.cluster.lan" not in message
+
+
+def test_a_missing_key_vault_secret_and_an_unreachable_vault_are_reported_the_same_way(key_vault):
+    del key_vault.secrets["shelken-homelab"]["compose-vps"]
+    message = refused("vps", key_vault)
+    assert "(6 problems)" in message
+    assert (
+        "homelab-backup:kopia.secrets.repositoryPassword: azure://shelken-homelab/compose-vps/KOPIA_REPO_PASSWORD:"
+        in message
+    )
+    assert message.count("Key Vault answered HTTP 404") == 6
+    assert key_vault.requests.count("/shelken-homelab/secrets/compose-vps") == 1
+    message = refused(
+        "vps", key_vault, overrides={"homelab-backup:keyVault": {"urlTemplate": "http://127.0.0.1:9/{vault}"}}
+    )
+    assert "cannot reach Key Vault at http://127.0.0.1:9/shelken-homelab" in message
+
+
+@pytest.mark.parametrize("field_value", [None, True, 5246, {"a": "b"}])
+def test_a_json_field_that_is_not_a_string_is_refused(key_vault, field_value):
+    """`null` used to become the repository password "null"."""
+    key_vault.secrets["shelken-homelab"]["compose-vps"] = json.dumps(
+        {**VPS_SECRETS, "KOPIA_REPO_PASSWORD": field_value}
+    )
+    message = refused("vps", key_vault)
+    assert (
+        "homelab-backup:kopia.secrets.repositoryPassword: azure://shelken-homelab/compose-vps/KOPIA_REPO_PASSWORD:"
+        " field 'KOPIA_REPO_PASSWORD' is" in message
+    )
+    assert "not a string" in message
+
+
+def test_dotenv_values_are_read_as_compose_reads_them(key_vault):
+    from tests.unit.conftest import dotenv
+
+    values = {**VPS_SECRETS, "KOPIA_SERVER_PASSWORD": '"ui pass-Lm3k" # the UI login'}
+    key_vault.secrets["shelken-homelab"]["compose-vps"] = dotenv(values)
+    run = run_committed_stack("vps", key_vault)
+    assert "export KOPIA_SERVER_PASSWORD='ui pass-Lm3k'\n" in file_content(run, render.SECRETS_ENV)
+
+
+def test_a_config_reference_to_a_plain_value_is_refused_with_the_command_that_fixes_it(key_vault):
+    kopia = stack_config("sakamoto")["homelab-backup:kopia"]
+    refs = {"repositoryPassword": "config:repoPassword", "serverUsername": "config:uiUser"}
+    message = refused(
+        "sakamoto",
+        key_vault,
+        overrides={
+            "homelab-backup:kopia": {**kopia, "secrets": {**kopia["secrets"], **refs}},
+            "homelab-backup:repoPassword": "plain-Repo-Pw9",  # `pulumi config set` without --secret
+        },
+        secrets={"uiUser": "secret-User-Uu1"},
+    )
+    assert "homelab-backup:kopia.secrets.repositoryPassword: config:repoPassword:" in message
+    assert "stored in plain text" in message
+    assert "`pulumi config set --secret repoPassword`" in message
+    assert "plain-Repo-Pw9" not in message and "secret-User-Uu1" not in message
+    assert "uiUser" not in message  # the secret one is fine
+
+
+def test_a_project_key_that_is_not_json_is_reported_without_its_value(key_vault):
+    """Pulumi's own `get_object` type error printed the value, which may be a secret pasted in the wrong place."""
+    message = refused("vps", key_vault, overrides={"homelab-backup:host": "hunter2-Secret-Hh7"})
+    assert "homelab-backup:host: Input should be a valid dictionary" in message
+    assert "hunter2" not in message
+
+
+def test_an_unknown_top_level_key_is_an_error(key_vault):
+    message = refused("vps", key_vault, overrides={"homelab-backup:kopai": {"sources": []}})
+    assert "homelab-backup:kopai: unknown key (check its spelling)" in message
+
+
+def test_a_copied_stack_file_cannot_deploy_a_second_host_of_the_same_name(key_vault):
+    """Pulumi.sakamoto.yaml copied to Pulumi.nas.yaml: a second shelken@sakamoto, maintenance owner included."""
+    message = refused("sakamoto", key_vault, as_stack="nas")
+    assert "homelab-backup:host.name: 'sakamoto' is not this stack's name 'nas'" in message
+
+
+@pytest.mark.parametrize("stack", ["e2e-vps", "e2e-sakamoto"])
+def test_the_e2e_stacks_say_which_host_they_deploy(stack):
+    secrets = {
+        k: f"v-{k}"
+        for k in ("repoPassword", "serverUsername", "serverPassword", "serverControlPassword", "s3AccessKeyId")
+    }
+    secrets |= {"s3SecretAccessKey": "v-s3", "s3Endpoint": "http://hle2e-openlist:5246", "heartbeatUrl": "http://h/p"}
+    secrets["alertWebhookUrl"] = "http://h/alerts"
+    run = run_program(stack, secrets=secrets)
+    assert run.outputs["kopia_identity"] == f"shelken@{stack.removeprefix('e2e-')}"
+    with pytest.raises(pulumi.RunError, match="names stack '" + stack):
+        run_program(stack, secrets=secrets, as_stack=f"{stack}-copy")
+
+
+@pytest.mark.parametrize("stack", committed_stacks())
+def test_committed_placeholders_stop_the_deploy_naming_what_to_set(stack, key_vault):
+    message = refused(stack, key_vault, placeholders=True)
+    assert message.startswith("invalid stack config (")
+    assert "homelab-backup:host.ssh.hostKey: is a placeholder ('SET-ME:ssh-ed25519" in message
+    assert "ssh-keyscan -t ed25519" in message
+    assert "homelab-backup:host.deployAddress: is a placeholder" in message
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda h, k: h.update(configDir="/opt/compose/vps/kopia\n"), "host.configDir"),
+        (lambda h, k: h["ssh"].update(port=True), "host.ssh.port"),
+        (lambda h, k: h.update(deployAddress="0.0.0.0"), "host.deployAddress"),  # noqa: S104 (refused)
+        (lambda h, k: h.update(kopiaDataDir="/opt/compose/vps/kopia/state"), "host.kopiaDataDir"),
+        (lambda h, k: h.update(dataDir="/opt/data"), "kopia.sources[0].hostPath"),  # OpenList's database
+        (lambda h, k: k["sources"].append({"hostPath": "/opt/data/sub", "path": "/backup/sub"}), "kopia.sources[1]"),
+        (lambda h, k: k["sources"][0].update(path="/etc"), "kopia.sources[0].path"),
+        (lambda h, k: k.update(server={"tlsValidityDays": 365000}), "kopia.server.tlsValidityDays"),
+    ],
+)
+def test_bad_config_values_stop_the_deploy_before_any_resource(key_vault, edit, key):
+    host = copy.deepcopy(stack_config("vps")["homelab-backup:host"])
+    kopia = copy.deepcopy(stack_config("vps")["homelab-backup:kopia"])
+    edit(host, kopia)
+    message = refused("vps", key_vault, overrides={"homelab-backup:host": host, "homelab-backup:kopia": kopia})
+    assert f"homelab-backup:{key}" in message
+
+
+def test_retention_without_bounds_stops_the_deploy(key_vault):
+    policy = stack_config("vps")["homelab-backup:policy"]
+    retention = {"keepDaily": 10**9}
+    message = refused("vps", key_vault, overrides={"homelab-backup:policy": {**policy, "retention": retention}})
+    assert "homelab-backup:policy.retention.keepDaily: Input should be less than or equal to 10000" in message
