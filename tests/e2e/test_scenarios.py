@@ -191,7 +191,10 @@ def test_a_restore_from_the_servers_ui_lands_in_the_restore_dir_on_the_host(syst
     query = urllib.parse.urlencode({"userName": "shelken", "host": stack, "path": path})
     latest = max(session.json(f"/api/v1/snapshots?{query}")["snapshots"], key=lambda s: s["startTime"])
     target = f"{render.RESTORE_DIR}/from-the-ui"
-    session.get("/api/v1/restore", "POST", {"root": latest["rootID"], "fsOutput": {"targetPath": target}})
+    # As the UI sends it: a full restore (restoreDirEntryAtDepth 0 would leave only placeholder entries).
+    options = {"parallel": 8, "restoreDirEntryAtDepth": 1000, "minSizeForPlaceholder": 0}
+    request = {"root": latest["rootID"], "fsOutput": {"targetPath": target}, "options": options}
+    session.get("/api/v1/restore", "POST", request)
     on_host = KOPIA_DATA_DIR[stack] / "restore" / "from-the-ui"
     expected = tree_digest(SOURCES[stack][path])
     wait_for("the UI restore to finish on the host", lambda: tree_digest(on_host) == expected, 120, interval=2)
