@@ -27,6 +27,7 @@ import pytest
 from components import render
 from scripts import status
 from testbed import engine, infra
+from testbed.mocks import project_config, stack_config
 from testbed.system import (
     ADDRESS,
     ALL_SOURCES,
@@ -539,8 +540,6 @@ def test_policy_change_is_applied_by_pulumi_up_alone(system: System):
 
 
 def _policy(system: System) -> dict:
-    from testbed.mocks import stack_config
-
     return stack_config("e2e-vps")["homelab-backup:policy"]
 
 
@@ -711,8 +710,6 @@ def test_endpoint_down_at_start_fails_loudly_then_recovers_by_itself(system: Sys
 
 
 def system_repository_prefix() -> str:
-    from testbed.mocks import project_config
-
     return project_config("repository")["prefix"].rstrip("/")
 
 
@@ -750,7 +747,11 @@ def test_a_missing_blob_fails_the_restore_drill_and_turns_the_host_unhealthy(sys
 
 def test_destroy_removes_what_the_stacks_declared_and_keeps_the_data(system: System):
     config_files = [path for config_dir in CONFIG_DIR.values() for path in config_dir.iterdir()]
-    assert len(config_files) == 12
+    declared = stack_config("e2e-vps")["homelab-backup:notifications"]
+    profiles = [render.notification_file(p["name"]) for p in declared]
+    fixed = [render.REPOSITORY_CONFIG, render.STORAGE_TOKEN, render.POLICY_JSON, render.SECRETS_ENV]
+    per_host = sorted([*fixed, render.TLS_CERT, render.TLS_KEY, *profiles])
+    assert sorted(p.name for p in config_files) == sorted(per_host * len(CONFIG_DIR))
     system.destroy_stacks()
     for container in (*KOPIA.values(), OPENLIST):
         assert infra.docker("inspect", container, check=False).returncode != 0, f"{container} still exists"
