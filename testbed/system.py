@@ -271,6 +271,10 @@ class System:
         if not self._locked:
             self._lock.enter_context(infra.exclusive_run(f"e2e stacks under {BASE}"))
             self._locked = True
+        # What a killed run may have left under the fixed names: the lock says no other run uses them now.
+        for container in (*KOPIA.values(), OPENLIST):
+            infra.docker("rm", "-f", container, check=False)
+        infra.docker("network", "rm", NETWORK, check=False)
         if BASE.exists():
             shutil.rmtree(BASE)
         for stack in ("vps", "sakamoto"):
@@ -430,7 +434,7 @@ def real_parts() -> Iterator[RealParts]:
     """Docker engine, images, sshd, the operator's ssh-agent and the tier, outside pytest (demo, benchmark)."""
     infra.check_prerequisites()
     cache = infra.cache_dir()
-    docker_engine = infra.ensure_docker_engine(cache)
+    infra.ensure_docker_engine(cache)  # left running: another run may be waiting to use it
     sshd = infra.SshServer()
     try:
         images = infra.ensure_images(cache, infra.ensure_kopia_binary(cache), infra.ensure_openlist_binary(cache))
@@ -440,4 +444,3 @@ def real_parts() -> Iterator[RealParts]:
             yield RealParts(images, ssh_host, sock, tier, cli)
     finally:
         sshd.stop()
-        docker_engine.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -26,29 +25,25 @@ def docker_info_ok() -> bool:
 
 @dataclass
 class DockerEngine:
-    """The engine the suite uses; `started_by_suite` says whether `stop()` will shut it down."""
+    """The engine the suite uses. One the suite started stays running when the run ends: the e2e suite, the
+    demo and the benchmark share it, and a run waiting for the run lock may already be using it, so stopping
+    it at the end of one run would pull it out from under the next."""
 
     started_by_suite: bool
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
-    def stop(self) -> None:
-        """Stop dockerd if (and only if) this session started it; a pre-existing engine is left alone."""
-        if not self.started_by_suite or self.process is None or self.process.poll() is not None:
-            return
-        with timed("stop dockerd"):
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+    def stop_after_failed_start(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
 
 
 def ensure_docker_engine(cache: Path, timeout: float = 60, dockerd_args: Sequence[str] = ()) -> DockerEngine:
     """Use the running engine, or start `dockerd [dockerd_args]` in the background (as root) and wait for it.
 
-    The log goes to `<cache>/logs/dockerd.log`; its tail is in the error when it does not come up.
+    The log goes to `<cache>/logs/dockerd.log`; its tail is in the error when it does not come up. An engine
+    started here is left running (see DockerEngine).
     """
     with timed("docker engine"):
         if docker_info_ok():
@@ -75,7 +70,7 @@ def ensure_docker_engine(cache: Path, timeout: float = 60, dockerd_args: Sequenc
                     f"dockerd exited with {process.returncode} at start; tail of {log_path}:\n{tail_file(log_path)}"
                 )
             if time.monotonic() > deadline:
-                engine.stop()
+                engine.stop_after_failed_start()
                 require_or_skip(
                     f"dockerd did not answer `docker info` within {timeout:.0f}s; "
                     f"tail of {log_path}:\n{tail_file(log_path)}"

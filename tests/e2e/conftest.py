@@ -67,11 +67,9 @@ def e2e_cache() -> Path:
 
 
 @pytest.fixture(scope="session")
-def docker_engine(e2e_cache: Path) -> Iterator[infra.DockerEngine]:
-    """The local Docker engine; started (and stopped at the end) only if it was not running."""
-    engine = infra.ensure_docker_engine(e2e_cache)
-    yield engine
-    engine.stop()
+def docker_engine(e2e_cache: Path) -> infra.DockerEngine:
+    """The local Docker engine; started if it was not running, and then left running (see DockerEngine)."""
+    return infra.ensure_docker_engine(e2e_cache)
 
 
 @pytest.fixture(scope="session")
