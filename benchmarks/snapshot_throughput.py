@@ -255,7 +255,8 @@ class ContainerKopia:
             "docker", "exec",
             "-e", f"AWS_ACCESS_KEY_ID={self.access_key_id}", "-e", f"AWS_SECRET_ACCESS_KEY={self.secret_access_key}",
             self.container, "sh", "-c",
-            WITH_SECRETS + f"export KOPIA_CONFIG_PATH={config} KOPIA_LOG_DIR=/tmp/bench-logs && {script}",
+            WITH_SECRETS + f"export KOPIA_CONFIG_PATH={config} KOPIA_LOG_DIR=/tmp/bench-logs "
+            f"KOPIA_CACHE_DIRECTORY={config}-cache && {script}",  # never the server's /app/cache
         ]  # fmt: skip
 
     def sh(self, config: str, script: str, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -358,6 +359,7 @@ def measure_growth(kopia: ContainerKopia, meter: Meter, s3: S3Client, counts: li
         config,
         f"mkdir -p /tmp/bench && kopia repository create {s3_location(prefix)} --cache-directory=/tmp/bench/gc "
         "&& kopia snapshot create /backup/data/dir0 /backup/data/dir1",
+        timeout=300,
     )
     rng = random.Random(10)
     points = []
@@ -374,17 +376,20 @@ def measure_growth(kopia: ContainerKopia, meter: Meter, s3: S3Client, counts: li
         point["list_subprefix_s"] = round(time.monotonic() - started, 2)
         point["list_subprefix_keys"], point["list_subprefix_pages"] = keys, pages
         fresh = f"/tmp/bench/connect-{count}.config"
-        measured, _ = meter.run(
-            kopia.argv(fresh, f"kopia repository connect {s3_location(prefix)} --cache-directory=/tmp/bench/c{count}"),
-            0,
-        )
-        point["connect_s"] = measured["wall_s"]
-        measured, _ = meter.run(kopia.argv(config, "kopia snapshot create /backup/data/dir0 /backup/data/dir1"), 0)
-        point["unchanged_snapshot_s"] = measured["wall_s"]
-        measured, _ = meter.run(kopia.argv(config, "kopia maintenance run --full"), 0)
-        point["full_maintenance_s"] = measured["wall_s"]
-        point["full_maintenance_cpu"] = measured["cpu"]
-        kopia.sh(fresh, f"kopia repository disconnect; rm -rf /tmp/bench/c{count}")
+        steps = {
+            "connect_s": (fresh, f"kopia repository connect {s3_location(prefix)}"),
+            "unchanged_snapshot_s": (config, "kopia snapshot create /backup/data/dir0 /backup/data/dir1"),
+            "full_maintenance_s": (config, "kopia maintenance run --full"),
+        }
+        for key, (step_config, script) in steps.items():
+            try:
+                measured, _ = meter.run(kopia.argv(step_config, script), 0)
+                point[key] = measured["wall_s"]
+                point[key.replace("_s", "_cpu")] = measured["cpu"]
+            except RuntimeError as error:  # recorded, not fatal: the other points still count
+                point[key] = None
+                point[key.replace("_s", "_error")] = str(error)[-400:]
+        kopia.sh(fresh, "kopia repository disconnect || true")
         say(
             f"growth {blobs}: list {point['list_prefix_s']} s ({point['list_prefix_pages']} pages), "
             f"list x {point['list_subprefix_s']} s, connect {point['connect_s']} s, "
@@ -533,8 +538,8 @@ def finish(report: dict) -> None:
     before, chosen = runs["s3 before (zstd-fastest)"], runs["s3 chosen"]
     deployed = report["deployed"]
     growth = report["growth"]
-    ns = [p["blobs"] for p in growth]
-    fits = {key: model.fit_growth(ns, [p[key] for p in growth]) for key in GROWTH_SERIES}
+    measured = {k: [(p["blobs"], p[k]) for p in growth if p.get(k) is not None] for k in GROWTH_SERIES}
+    fits = {k: model.fit_growth([n for n, _ in pts], [t for _, t in pts]) for k, pts in measured.items() if pts}
     shape_raw = before["shape"]
     source = report["dataset"]["bytes"]
     shape = model.RepositoryShape(
@@ -549,7 +554,7 @@ def finish(report: dict) -> None:
         f"pack {mib} MiB": model.model_drive(shape, DRIVE_BYTES, mib, fits) for mib in sorted({20, chosen_pack, 120})
     }
     markers = {f"20TB {m['pack_mib']}M": m["pack_blobs"] for m in models.values()}
-    series = {GROWTH_SERIES[k]: (ns, [p[k] for p in growth], fits[k]) for k in GROWTH_SERIES}
+    series = {GROWTH_SERIES[k]: ([n for n, _ in measured[k]], [t for _, t in measured[k]], fits[k]) for k in fits}
     png = model.plot_growth(series, markers, "OPENLIST + KOPIA: COST VS BLOBS IN THE FOLDER")
     (RESULTS / "growth.png").write_bytes(png)
 
@@ -580,7 +585,7 @@ def finish(report: dict) -> None:
         "before_vs_floor_throughput": before["vs_floor_throughput"],
         "chosen_vs_floor_throughput": chosen["vs_floor_throughput"],
         "deployed_vs_floor_throughput": round(first["mib_per_s"] / floor["mib_per_s"], 2),
-        "growth_fits": {k: fits[k].as_dict() | {"formula": fits[k].describe()} for k in GROWTH_SERIES},
+        "growth_fits": {k: fit.as_dict() | {"formula": fit.describe()} for k, fit in fits.items()},
         "model_20tb": {"shape": shape.__dict__, **models},
     }
     for run in full["first_snapshot_variants"]:
@@ -611,9 +616,9 @@ def finish(report: dict) -> None:
           f"restore {deployed['restore']['wall_s']} s ({deployed['restore']['mib_per_s']} MiB/s)")  # fmt: skip
     print(f"\n{'blobs':>7} " + " ".join(f"{k[:-2]:>20}" for k in GROWTH_SERIES))
     for p in growth:
-        print(f"{p['blobs']:>7} " + " ".join(f"{p[k]:>20}" for k in GROWTH_SERIES))
-    for k in GROWTH_SERIES:
-        print(f"  {k[:-2]}: {fits[k].describe()}")
+        print(f"{p['blobs']:>7} " + " ".join(f"{p.get(k)!s:>20}" for k in GROWTH_SERIES))
+    for k, fit in fits.items():
+        print(f"  {k[:-2]}: {fit.describe()}")
     for name, m in models.items():
         print(f"20 TB, {name}: {m['pack_blobs']} pack blobs, index {m['index_bytes'] / MIB:.0f} MiB, {m['seconds']}")
     print(f"\nwritten to {RESULTS / 'latest.json'} and {RESULTS / 'growth.png'}")
