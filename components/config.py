@@ -254,6 +254,26 @@ def _prefix(value: str) -> str:
     return value
 
 
+#: Kopia 0.22.3 defaults to 20 MiB packs (repo/format/format_provider.go); this project's choice, measured in
+#: benchmarks/snapshot_throughput.py (README "Performance").
+DEFAULT_PACK_SIZE_MB = 64
+_KOPIA_DURATION = r"^[0-9]+(m|h)$"
+
+
+class Maintenance(_Model):
+    """When the maintenance owner runs Kopia's maintenance (kopia maintenance set --quick-interval/--full-interval)."""
+
+    quick_interval: str = Field(
+        default="1h", alias="quickInterval", pattern=_KOPIA_DURATION, description="Kopia's default: 1h"
+    )
+    full_interval: str = Field(
+        default="24h",
+        alias="fullInterval",
+        pattern=_KOPIA_DURATION,
+        description="Kopia's default: 24h; each full run lists every blob through OpenList",
+    )
+
+
 class Repository(_Model):
     # Field validators, not a model validator: they run even when another field of the model is invalid.
     bucket: Annotated[str, AfterValidator(_bucket)] = Field(
@@ -265,6 +285,15 @@ class Repository(_Model):
         alias="maintenanceOwner",
         description="<username>@<host> that runs maintenance and is the only host allowed to create the repository",
     )
+    pack_size_mb: int = Field(
+        default=DEFAULT_PACK_SIZE_MB,
+        alias="packSizeMB",
+        ge=10,
+        le=120,
+        description="Kopia's maximum pack blob size (MiB), set by the maintenance owner; fewer, larger blobs keep "
+        "OpenList's folder listings short (docs/decisions.md, README 'Performance')",
+    )
+    maintenance: Maintenance = Field(default_factory=Maintenance)
 
 
 def _prefix_problems(prefix: str) -> list[str]:
@@ -321,12 +350,24 @@ def _parse_target(value: Any) -> Any:
     return value
 
 
+#: More files in flight than CPUs, so compression keeps both cores busy while packs upload (README "Performance").
+DEFAULT_PARALLEL_FILE_READS = 8
+
+
 class Policy(_Model):
     """The one backup policy of the repository, rendered to the same policy.json on every host."""
 
     retention: Retention
     compression: Compressor
     interval_seconds: int = Field(alias="intervalSeconds", ge=60, description="snapshot interval of every source")
+    parallel_file_reads: int = Field(
+        default=DEFAULT_PARALLEL_FILE_READS,
+        alias="parallelFileReads",
+        ge=1,
+        le=64,
+        description="files a snapshot reads and uploads at once (policy upload.maxParallelFileReads; Kopia's "
+        "default is one per CPU)",
+    )
     sources: list[SourceTarget] = Field(min_length=1, description="'<user>@<host>:/<path>' of every host")
 
 
@@ -602,6 +643,27 @@ class NotificationProfile(_Model):
         return {role: key for role, key in keys.items() if key is not None}
 
 
+DEFAULT_CONTENT_CACHE_MB = 2000
+DEFAULT_METADATA_CACHE_MB = 5000
+
+
+class KopiaCache(_Model):
+    """Kopia's local cache on this host (connect flags). Index blobs are cached besides these and not limited."""
+
+    content_mb: int = Field(
+        default=DEFAULT_CONTENT_CACHE_MB,
+        alias="contentMB",
+        ge=0,
+        description="data read back (restores, the drill); Kopia's default 5000",
+    )
+    metadata_mb: int = Field(
+        default=DEFAULT_METADATA_CACHE_MB,
+        alias="metadataMB",
+        ge=0,
+        description="directory and manifest packs every snapshot reads; Kopia's default 5000",
+    )
+
+
 class Kopia(_Model):
     container_name: str = Field(default="kopia", alias="containerName", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
     sources: list[BackupSource] = Field(min_length=1)
@@ -610,6 +672,7 @@ class Kopia(_Model):
     server: KopiaServer = Field(default_factory=KopiaServer)
     health: KopiaHealth = Field(default_factory=KopiaHealth)
     drill: KopiaDrill = Field(default_factory=KopiaDrill)
+    cache: KopiaCache = Field(default_factory=KopiaCache)
 
 
 class OpenList(_Model):

@@ -19,6 +19,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from components.config import (
+    DEFAULT_CONTENT_CACHE_MB,
+    DEFAULT_METADATA_CACHE_MB,
+    DEFAULT_PACK_SIZE_MB,
     OPENLIST_EMPTY_FOLDER_MARKER,
     SEVERITIES,
     NotificationProfile,
@@ -71,6 +74,7 @@ def policy_document(policy: Policy) -> dict[str, dict]:
         "compression": {"compressorName": policy.compression},
         "retention": retention,
         "scheduling": {"intervalSeconds": policy.interval_seconds},
+        "upload": {"maxParallelFileReads": policy.parallel_file_reads},
     }
     return {str(source): entry for source in sorted(policy.sources, key=str)}
 
@@ -273,6 +277,13 @@ class StartScriptParams:
     drill_files_percent: float = 1.0
     #: the health check calls the drill overdue when its last result is older than this
     max_drill_age_seconds: int = 2 * 86400 + 600
+    #: Kopia's cache limits on this host (connect flags), MB
+    content_cache_mb: int = DEFAULT_CONTENT_CACHE_MB
+    metadata_cache_mb: int = DEFAULT_METADATA_CACHE_MB
+    #: what the maintenance owner applies to the repository: max pack size (MiB) and the maintenance schedule
+    pack_size_mb: int = DEFAULT_PACK_SIZE_MB
+    quick_maintenance_interval: str = "1h"
+    full_maintenance_interval: str = "24h"
 
     @property
     def identity(self) -> str:
@@ -299,6 +310,11 @@ def start_script_params(config: StackConfig) -> StartScriptParams:
         drill_interval_seconds=config.kopia.drill.interval_seconds,
         drill_files_percent=config.kopia.drill.files_percent,
         max_drill_age_seconds=config.max_drill_age_seconds,
+        content_cache_mb=config.kopia.cache.content_mb,
+        metadata_cache_mb=config.kopia.cache.metadata_mb,
+        pack_size_mb=config.repository.pack_size_mb,
+        quick_maintenance_interval=config.repository.maintenance.quick_interval,
+        full_maintenance_interval=config.repository.maintenance.full_interval,
     )
 
 
@@ -352,9 +368,23 @@ def render_start_script(params: StartScriptParams) -> str:
         "@NOTIFICATION_FILES@": notification_file("*"),
         "@PROFILE_PREFIX@": KOPIA_PROFILE_PREFIX,
         "@NOTIFY_RETRY@": "30",
+        "@CACHE_FLAGS@": f"--content-cache-size-mb={params.content_cache_mb} "
+        f"--metadata-cache-size-mb={params.metadata_cache_mb}",
+        "@PACK_SIZE_MB@": str(params.pack_size_mb),
+        "@PACK_SIZE_BYTES@": str(params.pack_size_mb << 20),
+        "@MAINTENANCE_FLAGS@": f"--quick-interval={params.quick_maintenance_interval} "
+        f"--full-interval={params.full_maintenance_interval}",
         **_own_server(params),
     }
-    unquoted = (params.hostname, params.username, params.maintenance_owner, params.refresh_interval, *params.sources)
+    unquoted = (
+        params.hostname,
+        params.username,
+        params.maintenance_owner,
+        params.refresh_interval,
+        params.quick_maintenance_interval,
+        params.full_maintenance_interval,
+        *params.sources,
+    )
     for value in (*unquoted, params.deploy_dir, params.state_dir, params.cache_dir):
         if shlex.quote(value) != value:
             raise ValueError(f"{value!r} cannot be placed in the start script unquoted")

@@ -26,7 +26,7 @@ done
 . "$DEPLOY/@SECRETS_ENV@" || die "cannot read $DEPLOY/@SECRETS_ENV@"
 
 set -- --override-hostname=@HOSTNAME@ --override-username=@USERNAME@ \
-    --no-check-for-updates --no-persist-credentials --cache-directory=@CACHE_DIR@
+    --no-check-for-updates --no-persist-credentials --cache-directory=@CACHE_DIR@ @CACHE_FLAGS@
 
 log "connecting to the repository as $IDENTITY"
 while :; do
@@ -65,9 +65,19 @@ date -u +%Y-%m-%dT%H:%M:%SZ > "$SEEN_MARKER" || die "cannot write $SEEN_MARKER: 
 # When this host first served: restarts do not move it, so a drill that never ran is noticed.
 [ -e @STATE_DIR@/first-start ] || write_result @STATE_DIR@/first-start "$(date +%s)"
 if [ "$MAY_CREATE" = yes ]; then
-    out=$(kopia maintenance set --owner=me 2>&1) ||
+    out=$(kopia maintenance set --owner=me @MAINTENANCE_FLAGS@ 2>&1) ||
         die "cannot make $IDENTITY the maintenance owner: $(kopia_error "$out")"
-    log "$IDENTITY owns maintenance"
+    log "$IDENTITY owns maintenance (@MAINTENANCE_FLAGS@)"
+    # Fewer, larger pack blobs: OpenList lists the whole folder for every listing page. Packs written
+    # before keep their size; the repository's format blob is rewritten only when the value changes.
+    out=$(kopia repository status --json 2>&1) || die "cannot read the repository status: $(kopia_error "$out")"
+    case "$out" in
+    *'"maxPackSize":@PACK_SIZE_BYTES@,'* | *'"maxPackSize":@PACK_SIZE_BYTES@}'*) ;;  # compact JSON
+    *)
+        out=$(kopia repository set-parameters --max-pack-size-mb=@PACK_SIZE_MB@ 2>&1) ||
+            die "cannot set the maximum pack size: $(kopia_error "$out")"
+        log "maximum pack size set to @PACK_SIZE_MB@ MiB" ;;
+    esac
 else
     log "maintenance is run by $OWNER"
 fi

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -50,6 +51,14 @@ case "$1 $2" in
     fi
     touch "$FAKE_STATE/created"; echo "Initializing repository with:"; echo "Connected to repository."; exit 0 ;;
 "maintenance set") exit 0 ;;
+"repository status")
+    # Compact JSON as `kopia repository status --json` prints it (cli/json_output.go): the format's mutable
+    # parameters sit inside contentFormat; Kopia's default pack size unless the repository was changed.
+    printf '{"configFile":"x","contentFormat":{"hash":"BLAKE2B-256-128","version":3,"maxPackSize":%s,' \
+        "${FAKE_PACK_SIZE:-20971520}"
+    echo '"indexVersion":2,"epochParameters":{}},"objectFormat":{"splitter":"DYNAMIC-4M-BUZHASH"}}'
+    exit 0 ;;
+"repository set-parameters") exit 0 ;;
 "snapshot verify")
     printf '%s\n' "$*" >> "$FAKE_STATE/verify"
     if [ -n "${FAKE_VERIFY_FAILS:-}" ]; then
@@ -211,10 +220,12 @@ def test_empty_storage_creates_then_imports_then_serves(env_dirs):
         "repository connect",
         "repository create",
         "maintenance set",
+        "repository status",
+        "repository set-parameters",
         "policy import",
         "server start",
     ]
-    connect, create, maintenance, policy, server = calls(env_dirs)
+    connect, create, maintenance, _, set_parameters, policy, server = calls(env_dirs)
     for call in (connect, create):
         # identity overrides on connect AND create: a repository created without them belongs to root@<container>
         assert "--override-hostname=sakamoto --override-username=shelken" in call
@@ -222,7 +233,10 @@ def test_empty_storage_creates_then_imports_then_serves(env_dirs):
         assert "--no-persist-credentials" in call
     assert f"--file {env_dirs['deploy']}/{render.REPOSITORY_CONFIG}" in connect
     assert f"--token-file {env_dirs['deploy']}/{render.STORAGE_TOKEN}" in create
-    assert maintenance == "maintenance set --owner=me"
+    assert maintenance == "maintenance set --owner=me --quick-interval=1h --full-interval=24h"
+    assert set_parameters == "repository set-parameters --max-pack-size-mb=64"
+    for call in (connect, create):  # Kopia's cache limits are connect options (create connects too)
+        assert "--content-cache-size-mb=2000 --metadata-cache-size-mb=5000" in call
     assert f"--from-file {env_dirs['deploy']}/{render.POLICY_JSON}" in policy
     assert "--tls-cert-file=" in server and "--tls-key-file=" in server and "--insecure" not in server
     assert "--refresh-interval=5m" in server
@@ -260,7 +274,40 @@ def test_connect_failure_exits_with_one_fatal_line_and_never_creates_or_serves(e
 def test_existing_repository_connects_without_create(env_dirs):
     result = run_script(env_dirs, "existing", params_for(env_dirs))
     assert result.returncode == 0, result.stderr
-    assert verbs(env_dirs) == ["repository connect", "maintenance set", "policy import", "server start"]
+    assert verbs(env_dirs) == [
+        "repository connect",
+        "maintenance set",
+        "repository status",
+        "repository set-parameters",
+        "policy import",
+        "server start",
+    ]
+
+
+def test_the_owner_leaves_the_pack_size_alone_when_it_is_already_set(env_dirs):
+    """The format blob is rewritten only when the value changes, not at every start."""
+    result = run_script(env_dirs, "existing", params_for(env_dirs), FAKE_PACK_SIZE=str(64 << 20))
+    assert result.returncode == 0, result.stderr
+    assert "repository set-parameters" not in verbs(env_dirs)
+    assert "repository status" in verbs(env_dirs)
+
+
+def test_the_owner_applies_the_stacks_pack_size_cache_and_maintenance_schedule(env_dirs):
+    params = dataclasses.replace(
+        params_for(env_dirs),
+        pack_size_mb=120,
+        content_cache_mb=100,
+        metadata_cache_mb=300,
+        quick_maintenance_interval="4h",
+        full_maintenance_interval="168h",
+    )
+    result = run_script(env_dirs, "existing", params, FAKE_PACK_SIZE=str(64 << 20))
+    assert result.returncode == 0, result.stderr
+    connect, maintenance, _, set_parameters, *_ = calls(env_dirs)
+    assert "--content-cache-size-mb=100 --metadata-cache-size-mb=300" in connect
+    assert maintenance == "maintenance set --owner=me --quick-interval=4h --full-interval=168h"
+    assert set_parameters == "repository set-parameters --max-pack-size-mb=120"
+    assert "maximum pack size set to 120 MiB" in result.stderr
 
 
 def test_non_owner_host_never_creates_and_waits_running_for_the_owner(env_dirs):
