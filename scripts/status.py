@@ -286,19 +286,20 @@ def restore_sample(session: UiSession, source: str, into: Path, rng: random.Rand
         raise StatusError(f"{source}: no snapshot to restore from")
     latest = max(snapshots, key=lambda s: s["startTime"])
     object_id, relative = latest["rootID"], []
-    for _ in range(64):  # descend at random until a file (directories are JSON objects in Kopia)
+    for _ in range(64):  # walk down at random until a file with content (directories are JSON objects in Kopia)
         entries = session.json(f"/api/v1/objects/{object_id}").get("entries") or []
         files = [e for e in entries if e.get("type") == "f"]
-        directories = [e for e in entries if e.get("type") == "d"]
-        if files:
-            entry = rng.choice([f for f in files if f.get("size")] or files)
-            break
-        if not directories:
+        choices = [e for e in files if e.get("size")] + [e for e in entries if e.get("type") == "d"]
+        if not choices and files:
+            choices = files  # only empty files here
+        if not choices:
             where = "/" + "/".join(relative)
             raise StatusError(f"{source}: the latest snapshot ({latest['id']}) holds no file under {where}")
-        directory = rng.choice(directories)
-        relative.append(directory["name"])
-        object_id = directory["obj"]
+        entry = rng.choice(choices)
+        if entry.get("type") == "f":
+            break
+        relative.append(entry["name"])
+        object_id = entry["obj"]
     else:
         raise StatusError(f"{source}: no file found within 64 directory levels")
     relative.append(entry["name"])

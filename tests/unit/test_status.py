@@ -285,7 +285,15 @@ def kopia_ui() -> Iterator[tuple[str, dict[str, bytes]]]:
     /api/v1/snapshots and /api/v1/objects/<id> (directories are JSON). `objects` may be changed by a test."""
     file_bytes = b"restored bytes\n" * 100
     objects = {
-        "kroot": json.dumps({"entries": [{"name": "dir0", "type": "d", "obj": "kdir"}]}).encode(),
+        # An empty file beside the directory: the sample is a file with content, found by walking down.
+        "kroot": json.dumps(
+            {
+                "entries": [
+                    {"name": "empty.txt", "type": "f", "obj": "Iempty"},
+                    {"name": "dir0", "type": "d", "obj": "kdir"},
+                ]
+            }
+        ).encode(),
         "kdir": json.dumps(
             {"entries": [{"name": "file1.txt", "type": "f", "size": len(file_bytes), "obj": "Ifile"}]}
         ).encode(),
