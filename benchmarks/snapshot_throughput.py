@@ -26,7 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-from testbed import infra
 from testbed.system import BASE, BUCKET_ON_HOST, KOPIA, SOURCES, real_parts, say, stack_config, wait_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -115,7 +114,6 @@ def main() -> int:
             kopia = {**stack_config("e2e-vps")["homelab-backup:kopia"], "drill": {"intervalSeconds": 86400}}
             overrides = {"policy": policy, "repository": repository, "kopia": kopia}
             system.up("vps", **{f"homelab-backup:{key}": value for key, value in overrides.items()})
-            system.first_deploy_openlist(infra.OpenListAdmin)
             container = KOPIA["vps"]
             system.wait_healthy(container, timeout=300)
             exec_kopia = ["docker", "exec", container, "sh", "-c"]

@@ -427,10 +427,16 @@ def restart(api: AdminApi, props: Mapping[str, Any]) -> None:
         run_on_host(props["ssh"], f"docker restart {shlex.quote(container)}", f"restarting {container}")
     except RemoteError as error:
         raise OpenListApiError("restarting OpenList after saving the S3 settings", str(error)) from None
+    wait_until_it_answers(api, props, "restarting OpenList after saving the S3 settings")
+
+
+def wait_until_it_answers(api: AdminApi, props: Mapping[str, Any], what: str) -> None:
     deadline = time.monotonic() + RESTART_TIMEOUT_SECONDS
     while not api.ping():
         if time.monotonic() > deadline:
-            raise OpenListApiError("restarting OpenList", f"no answer within {RESTART_TIMEOUT_SECONDS}s")
+            endpoint = props["endpoint"]
+            where = f"{endpoint['host']}:{endpoint['port']}"
+            raise OpenListApiError(what, f"no answer from {where} within {RESTART_TIMEOUT_SECONDS}s")
         time.sleep(1)
 
 
@@ -476,9 +482,7 @@ def apply(props: Mapping[str, Any], olds: Mapping[str, Any] | None = None) -> di
     """Make OpenList hold `props`; the outputs, with what it then holds. Writes only what differs."""
     write_managed = olds is None or olds.get("writtenSha256") != digest(written_fields(props))
     with admin_api(props) as api:
-        if not api.ping():
-            endpoint = props["endpoint"]
-            raise OpenListApiError(f"reaching {endpoint['host']}:{endpoint['port']}", "no answer to /ping")
+        wait_until_it_answers(api, props, "reaching OpenList")  # a container just (re)created is starting
         log_in(api, props)
         apply_storage(api, props, write_managed)
         # The bucket's folder only; Kopia writes the prefix folder with its first blob.
