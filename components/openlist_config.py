@@ -73,6 +73,18 @@ class OpenListApiError(Exception):
 # ---------------------------------------------------------------- pure: what to send, what to compare
 
 
+def integral(value: Any) -> Any:
+    """`value` with whole floats as ints: Pulumi hands every number to a dynamic provider as a float, and
+    OpenList's JSON decoder refuses `1.0` for an int field."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [integral(v) for v in value]
+    return value
+
+
 def digest(value: Any) -> str:
     """sha256 of a JSON value (sorted keys): how secret values are compared without being kept."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
@@ -529,13 +541,15 @@ class OpenListSettingsProvider(ResourceProvider):
     serialize_as_secret_always = False  # it captures nothing secret: secrets come in as inputs
 
     def create(self, props: dict[str, Any]) -> CreateResult:
+        props = integral(props)
         endpoint = props["endpoint"]
         return CreateResult(id_=f"{props['target']}:{endpoint['host']}:{endpoint['port']}", outs=apply(props))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=apply(news, olds))
+        return UpdateResult(outs=apply(integral(news), integral(olds)))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        olds, news = integral(olds), integral(news)
         replaces = [key for key in ("target", "endpoint") if olds.get(key) != news.get(key)]
         if any(not _known(news.get(key)) for key in ("adminPassword", "s3Keys", "storageSecrets")):
             return DiffResult(changes=True, replaces=replaces)  # a preview with unknown secrets
@@ -546,6 +560,7 @@ class OpenListSettingsProvider(ResourceProvider):
         return DiffResult(changes=bool(replaces) or drifted or rewritten or moved, replaces=replaces)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        props = integral(props)
         live, live_secrets = read_live(props)
         return ReadResult(id_=id_, outs={**props, "live": live, "liveSecretsSha256": live_secrets})
 

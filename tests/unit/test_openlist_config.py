@@ -280,3 +280,10 @@ def test_the_tunnel_forwards_a_private_socket_through_the_stacks_own_ssh():
         "-N", "-o", "ExitOnForwardFailure=yes", "-L", "/tmp/x/admin.sock:10.0.0.2:5244",
         "u@h",
     ]  # fmt: skip
+
+
+def test_numbers_pulumi_hands_over_as_floats_go_to_openlist_as_ints():
+    p = oc.integral(props(storage={**props()["storage"], "cacheExpiration": 1.0, "fields": {"n": 3.0, "x": 0.5}}))
+    body = oc.storage_body(p, live=None, defaults={}, write_managed=False)
+    assert '"cache_expiration": 1,' in json.dumps(body)
+    assert json.loads(body["addition"])["n"] == 3 and json.loads(body["addition"])["x"] == 0.5
