@@ -162,7 +162,7 @@ class Deployment:
         news = {k: v for k, v in unwrap_all(resource.inputs).items() if k != "__provider"}
         if resource.name in self.applied:  # `refresh: always`: what is there now, before the diff
             read = provider.read(resource.name, self.applied[resource.name][1])
-            if read.id_:
+            if read.id:
                 self.applied[resource.name] = (resource.typ, dict(read.outs or {}))
             else:
                 del self.applied[resource.name]
