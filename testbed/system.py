@@ -277,6 +277,10 @@ class System:
         if not self._locked:
             self._lock.enter_context(infra.exclusive_run(f"e2e stacks under {BASE}"))
             self._locked = True
+        # The names are fixed and the lock is held: a container by these names is a crashed run's, still
+        # holding mounts of the dirs about to be deleted (a new deploy would find it unchanged and keep it).
+        for container in (*KOPIA.values(), OPENLIST):
+            infra.docker("rm", "-f", container, check=False)
         if BASE.exists():
             shutil.rmtree(BASE)
         for stack in ("vps", "sakamoto"):
