@@ -13,7 +13,7 @@ from pulumi_azure_native import authorization
 from components import hosts, render
 from components.config import PROJECT, ConfigError, load_namespace, secret_references
 from components.kopia_node import KopiaNode, KopiaNodeArgs, KopiaSecrets
-from components.openlist import OpenList, OpenListArgs
+from components.openlist import OpenList, OpenListArgs, OpenListGateway, OpenListGatewayArgs, OpenListSecrets
 from components.secrets import KEY_VAULT_RESOURCE, SecretReadError, SecretsError, read_secrets
 
 
@@ -95,18 +95,39 @@ else:
 
 openlist = None
 if config.openlist is not None:
-    openlist = OpenList(
-        "openlist",
-        OpenListArgs(
-            host=host,
-            settings=config.openlist,
-            image=config.images.openlist,
-            network_name=network_name,
-            ssh=ssh,
-            ssh_target=ssh_target,
-        ),
-        opts=on_host,
+    # OpenList signs S3 requests with the keys Kopia uses: one home for them, kopia.s3.
+    openlist_secrets = OpenListSecrets(
+        admin_password=secret("openlist.adminPassword"),
+        storage_fields={f: secret(f"openlist.storage.secretFields.{f}") for f in config.openlist.storage.secret_fields},
+        s3_access_key_id=secret("kopia.s3.accessKeyId"),
+        s3_secret_access_key=secret("kopia.s3.secretAccessKey"),
     )
+    if config.deploys_openlist:
+        openlist = OpenList(
+            "openlist",
+            OpenListArgs(
+                host=host,
+                settings=config.openlist,
+                image=config.images.openlist,
+                network_name=network_name,
+                ssh=ssh,
+                ssh_target=ssh_target,
+                secrets=openlist_secrets,
+                bucket=config.repository.bucket,
+            ),
+            opts=on_host,
+        )
+    else:
+        OpenListGateway(
+            "openlist-gateway",
+            OpenListGatewayArgs(
+                settings=config.openlist,
+                ssh=ssh,
+                ssh_target=ssh_target,
+                secrets=openlist_secrets,
+                bucket=config.repository.bucket,
+            ),
+        )
 
 kopia = KopiaNode(
     "kopia",

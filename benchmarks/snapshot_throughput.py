@@ -460,7 +460,6 @@ def main() -> int:
             overrides = {"policy": policy, "repository": repository, "kopia": kopia_config}
             say("deploying e2e-vps (OpenList + Kopia)")
             system.up("vps", **{f"homelab-backup:{key}": value for key, value in overrides.items()})
-            system.first_deploy_openlist(infra.OpenListAdmin)
             container = KOPIA["vps"]
             system.wait_healthy(container, timeout=300)
             exec_kopia = ["docker", "exec", container, "sh", "-c"]

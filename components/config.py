@@ -675,10 +675,77 @@ class Kopia(_Model):
     cache: KopiaCache = Field(default_factory=KopiaCache)
 
 
+_ADMIN_URL = re.compile(r"^(?P<scheme>https?)://(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})/?$")
+# Addition fields that hold a credential: refused in `fields` (plain text in the stack file and the state).
+_SECRET_FIELD = re.compile(r"password|token|secret|cookie|key", re.IGNORECASE)
+
+
+def _admin_url(value: str) -> str:
+    match = _ADMIN_URL.fullmatch(value)
+    if not match or not 1 <= int(match["port"]) <= 65535:
+        raise ValueError("must be 'http(s)://<host>:<port>' (OpenList's web port, as the stack's host reaches it)")
+    return value
+
+
+def parse_admin_url(value: str) -> tuple[str, int, bool]:
+    """(host, port, TLS) of an `openlist.adminUrl`."""
+    match = _ADMIN_URL.fullmatch(value)
+    assert match is not None, "validated by the model"
+    return match["host"].strip("[]"), int(match["port"]), match["scheme"] == "https"
+
+
+class OpenListStorage(_Model):
+    """The one storage the bucket lives on: the 189 Cloud drive by default."""
+
+    driver: str = Field(
+        default="189CloudPC",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]*$",
+        description="OpenList's driver name (189CloudPC; the e2e suite uses Local as a stand-in)",
+    )
+    mount_path: AbsolutePath = Field(default="/189", alias="mountPath", description="where OpenList mounts it")
+    # One minute: a listing through another gateway is at most a minute old, and the pages of one S3 listing
+    # come from one cached drive listing. 0 would list the drive again for every page (internal/op/fs.go).
+    cache_expiration_minutes: int = Field(
+        default=1,
+        alias="cacheExpirationMinutes",
+        ge=0,
+        le=1440,
+        description="how long OpenList trusts a cached listing of the drive (its default is 30)",
+    )
+    web_proxy: bool = Field(
+        default=True,
+        alias="webProxy",
+        description="true: OpenList serves downloads itself; Kopia's S3 client follows no redirect",
+    )
+    fields: dict[str, str | int | bool] = Field(
+        default_factory=dict, description="the driver's plain fields (its 'addition'), e.g. username"
+    )
+    secret_fields: dict[str, SecretReference] = Field(
+        default_factory=dict,
+        alias="secretFields",
+        description="the driver's credential fields as secret references, e.g. password or refresh_token",
+    )
+
+
 class OpenList(_Model):
+    """An OpenList this stack deploys, or (with adminUrl) one it only configures, e.g. a cluster's."""
+
     container_name: str = Field(default="openlist", alias="containerName", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
     web_port: int = Field(default=5244, alias="webPort", ge=1, le=65535)
     s3_port: int = Field(default=5246, alias="s3Port", ge=1, le=65535)
+    admin_url: Annotated[str | None, AfterValidator(lambda v: v if v is None else _admin_url(v))] = Field(
+        default=None,
+        alias="adminUrl",
+        description="an OpenList this stack does not deploy: its web address as this host reaches it "
+        "(the program configures it through an SSH tunnel to this host)",
+    )
+    admin_username: str = Field(default="admin", alias="adminUsername", pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    admin_password: SecretReference = Field(alias="adminPassword", description="the admin login's password")
+    storage: OpenListStorage = Field(default_factory=OpenListStorage)
+
+    @property
+    def deployed(self) -> bool:
+        return self.admin_url is None
 
 
 # ---------------------------------------------------------------- root
@@ -731,6 +798,11 @@ class StackConfig(_Model):
     def is_maintenance_owner(self) -> bool:
         return is_maintenance_owner(self.repository.maintenance_owner, self.identity)
 
+    @property
+    def deploys_openlist(self) -> bool:
+        """This stack runs an OpenList container (not only configures another's)."""
+        return self.openlist is not None and self.openlist.deployed
+
 
 def secret_references(config: StackConfig) -> list[tuple[str, SecretRef]]:
     """Every secret reference of the stack with its fully qualified key, in the models' order."""
@@ -745,6 +817,9 @@ def secret_references(config: StackConfig) -> list[tuple[str, SecretRef]]:
         elif isinstance(value, list | tuple):
             for i, item in enumerate(value):
                 walk(item, (*loc, i))
+        elif isinstance(value, Mapping):  # openlist.storage.secretFields: one reference per field name
+            for name, item in value.items():
+                walk(item, (*loc, str(name)))
 
     walk(config, ())
     return found
@@ -800,6 +875,39 @@ def _consistency_problems(config: StackConfig, stack: str | None) -> list[Proble
         *_s3_endpoint_only_without_openlist(config),
         *_published_ports_do_not_collide(config),
         *_notification_names_are_unique(config),
+        *_openlist_credentials_are_references(config),
+        *_openlist_gateway_is_configured_not_deployed(config),
+    ]
+
+
+def _openlist_credentials_are_references(config: StackConfig) -> list[Problem]:
+    """A drive's password or token in `fields` would sit in the stack file and the state in plain text; a
+    field in both lists would be written twice with different values."""
+    if config.openlist is None:
+        return []
+    storage = config.openlist.storage
+    problems: list[Problem] = []
+    for name in storage.fields:
+        key = f"{PROJECT}:openlist.storage.fields.{name}"
+        if name in storage.secret_fields:
+            problems.append((key, "is also in openlist.storage.secretFields: keep it in one of them"))
+        elif _SECRET_FIELD.search(name):
+            problems.append((key, "looks like a credential: move it to openlist.storage.secretFields as a reference"))
+    return problems
+
+
+def _openlist_gateway_is_configured_not_deployed(config: StackConfig) -> list[Problem]:
+    """With adminUrl the stack configures an OpenList it does not run: container and ports are not its own."""
+    if config.openlist is None or config.openlist.deployed:
+        return []
+    deploy_only = {"container_name": "containerName", "web_port": "webPort", "s3_port": "s3Port"}
+    return [
+        (
+            f"{PROJECT}:openlist.{alias}",
+            "applies only to an OpenList this stack deploys; remove it, or remove openlist.adminUrl",
+        )
+        for name, alias in deploy_only.items()
+        if name in config.openlist.model_fields_set
     ]
 
 
@@ -924,7 +1032,7 @@ def _mounts_are_scheduled_and_safe(config: StackConfig) -> list[Problem]:
     problems: list[Problem] = []
     scheduled = {str(s) for s in config.policy.sources}
     kopia_dir, config_dir = config.host.kopia_dir, config.host.config_dir
-    openlist_dir = config.host.openlist_data_dir if config.openlist is not None else None
+    openlist_dir = config.host.openlist_data_dir if config.deploys_openlist else None
     seen: set[str] = set()
     for i, source in enumerate(config.kopia.sources):
         key = f"{PROJECT}:kopia.sources[{i}].path"
@@ -989,16 +1097,16 @@ def _maintenance_owner_is_a_policy_host(config: StackConfig) -> list[Problem]:
 def _s3_endpoint_only_without_openlist(config: StackConfig) -> list[Problem]:
     """A stack with OpenList reaches it over the Docker network; one without must name its endpoint."""
     key = f"{PROJECT}:kopia.s3.endpoint"
-    if config.openlist is not None and config.kopia.s3.endpoint is not None:
+    if config.deploys_openlist and config.kopia.s3.endpoint is not None:
         return [(key, "must be omitted on a stack that deploys OpenList: Kopia reaches it over the Docker network")]
-    if config.openlist is None and config.kopia.s3.endpoint is None:
+    if not config.deploys_openlist and config.kopia.s3.endpoint is None:
         return [(key, "is required when this stack does not deploy OpenList")]
     return []
 
 
 def _published_ports_do_not_collide(config: StackConfig) -> list[Problem]:
     ports = {"kopia.server.port": config.kopia.server.port}
-    if config.openlist is not None:
+    if config.openlist is not None and config.deploys_openlist:
         ports |= {"openlist.webPort": config.openlist.web_port, "openlist.s3Port": config.openlist.s3_port}
     problems: list[Problem] = []
     first_user: dict[int, str] = {}

@@ -1,8 +1,8 @@
-"""OpenList: the S3 gateway in front of the 189 Cloud drive (deployed on the VPS).
+"""OpenList: the S3 gateway in front of the 189 Cloud drive.
 
-The 189 storage, `web_proxy` and the S3 keys are OpenList database settings made
-once in its web UI (README, "First deploy"): without the keys its S3 server has
-no authentication, and they are read only at start (restart after setting them).
+`OpenList` deploys it (on the VPS) and configures it; `OpenListGateway` only configures one this
+program does not deploy (the cluster's, which sakamoto writes through). Both configure through
+`OpenListSettings` (components/openlist_config.py): admin password, storage, bucket folder, S3 keys.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
-from components.config import Host
+from components.config import Host, parse_admin_url
 from components.config import OpenList as OpenListConfig
 from components.host_files import OwnedDirectory
+from components.openlist_config import OpenListSettings
 from components.render import homepage_labels
 
 DATA_DIR = "/opt/openlist/data"
@@ -30,6 +31,25 @@ class OpenListArgs:
     network_name: pulumi.Input[str]
     ssh: list[str]  # components.hosts.ssh_command(host)
     ssh_target: str  # components.hosts.ssh_target(host)
+    secrets: OpenListSecrets
+    bucket: str  # repository.bucket
+
+
+@dataclass(frozen=True)
+class OpenListSecrets:
+    admin_password: pulumi.Input[str]
+    storage_fields: dict[str, pulumi.Input[str]]  # openlist.storage.secretFields, by field name
+    s3_access_key_id: pulumi.Input[str]  # the same keys Kopia signs with
+    s3_secret_access_key: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class OpenListGatewayArgs:
+    settings: OpenListConfig  # with admin_url
+    ssh: list[str]
+    ssh_target: str
+    secrets: OpenListSecrets
+    bucket: str
 
 
 class OpenList(pulumi.ComponentResource):
@@ -74,13 +94,95 @@ class OpenList(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[owned]),
         )
 
+        # Through the host: the web port as published on the deploy address.
+        configured = settings_resource(
+            f"{name}-settings",
+            settings,
+            ssh=args.ssh,
+            ssh_target=args.ssh_target,
+            endpoint={"host": host.deploy_address, "port": settings.web_port, "tls": False},
+            container=container.name,
+            secrets=args.secrets,
+            bucket=args.bucket,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[container]),
+        )
+
         self.web_url = pulumi.Output.from_input(f"http://{host.deploy_address}:{settings.web_port}")
         self.s3_url = pulumi.Output.from_input(f"http://{host.deploy_address}:{settings.s3_port}")
         # Kopia on the same host reaches OpenList by container name over the shared network: plain HTTP.
-        self.internal_s3_endpoint = container.name.apply(lambda n: f"http://{n}:{settings.s3_port}")
+        # Through the settings resource, so Kopia is deployed once OpenList holds its keys and bucket.
+        self.internal_s3_endpoint = pulumi.Output.all(container.name, configured.id).apply(
+            lambda values: f"http://{values[0]}:{settings.s3_port}"
+        )
         self.register_outputs(
             {"web_url": self.web_url, "s3_url": self.s3_url, "internal_s3_endpoint": self.internal_s3_endpoint}
         )
+
+
+class OpenListGateway(pulumi.ComponentResource):
+    """An OpenList this program does not deploy, configured through an SSH tunnel to this stack's host."""
+
+    def __init__(self, name: str, args: OpenListGatewayArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("homelab:index:OpenListGateway", name, None, opts)
+        assert args.settings.admin_url is not None, "a gateway is an OpenList given by its admin URL"
+        host, port, tls = parse_admin_url(args.settings.admin_url)
+        settings_resource(
+            f"{name}-settings",
+            args.settings,
+            ssh=args.ssh,
+            ssh_target=args.ssh_target,
+            endpoint={"host": host, "port": port, "tls": tls},
+            container=None,  # not ours to restart: the README says when it needs one
+            secrets=args.secrets,
+            bucket=args.bucket,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({})
+
+
+def settings_resource(
+    name: str,
+    settings: OpenListConfig,
+    *,
+    ssh: list[str],
+    ssh_target: str,
+    endpoint: dict,
+    container: pulumi.Input[str] | None,
+    secrets: OpenListSecrets,
+    bucket: str,
+    opts: pulumi.ResourceOptions,
+) -> OpenListSettings:
+    return OpenListSettings(
+        name,
+        ssh=ssh,
+        target=ssh_target,
+        endpoint=endpoint,
+        container=container,
+        admin_username=settings.admin_username,
+        admin_password=secrets.admin_password,
+        storage=storage_spec(settings),
+        storage_secrets=secrets.storage_fields,
+        bucket={"name": bucket, "folder": bucket_folder(settings, bucket)},
+        s3_keys={"accessKeyId": secrets.s3_access_key_id, "secretAccessKey": secrets.s3_secret_access_key},
+        opts=opts,
+    )
+
+
+def storage_spec(settings: OpenListConfig) -> dict:
+    """The storage's plain settings, as the settings resource takes them."""
+    storage = settings.storage
+    return {
+        "driver": storage.driver,
+        "mountPath": storage.mount_path,
+        "cacheExpiration": storage.cache_expiration_minutes,
+        "webProxy": storage.web_proxy,
+        "fields": dict(storage.fields),
+    }
+
+
+def bucket_folder(settings: OpenListConfig, bucket: str) -> str:
+    """The bucket's folder on the drive, `<mountPath>/<bucket>`; the repository prefix lies below it."""
+    return f"{settings.storage.mount_path.rstrip('/')}/{bucket}"
 
 
 def container_env(timezone: str, s3_port: int) -> dict[str, str]:

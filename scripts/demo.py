@@ -7,7 +7,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from testbed import infra
 from testbed.system import ALL_SOURCES, KOPIA, SOURCES, say, source_name, tree_digest, wait_for
 
 
@@ -18,8 +17,8 @@ def main() -> int:
         system = parts.system()
         say(f"deploying with the {system.tier} tier: {system.tier_description}")
         try:
-            say("pulumi up e2e-vps, OpenList first-deploy steps, pulumi up e2e-sakamoto")
-            system.deploy(infra.OpenListAdmin)
+            say("pulumi up e2e-vps (OpenList configured by it), pulumi up e2e-sakamoto")
+            system.deploy()
             say("waiting for sakamoto to create the repository and both hosts to back up (about a minute)")
             wait_for("the repository", lambda: system.oracle.connect().returncode == 0, 240, interval=5)
             wait_for(

@@ -15,11 +15,13 @@ which does what the providers would do, through the same doors they use:
   health check. A container whose declared spec changed is replaced, as the
   Docker provider replaces containers on any change of these inputs.
 - the program's dynamic resources (`RemoteFile`, `OwnedDirectory` in
-  components/host_files.py): their own provider code is called, as the engine
-  would call it: `create` on first apply, `diff` then `update` (or delete and
-  create, for a replacement) when the inputs changed, `delete` on destroy. They
-  run the local `ssh` with the declared options; the operator's key comes from
-  ssh-agent (`SSH_AUTH_SOCK`), as for a user.
+  components/host_files.py, `OpenListSettings` in components/openlist_config.py):
+  their own provider code is called, as the engine would call it: `create` on
+  first apply; then, since Pulumi.yaml sets `refresh: always`, `read` and on its
+  answer `diff`, then `update` (or delete and create, for a replacement, or
+  create when read found it gone); `delete` on destroy. They run the local `ssh`
+  with the declared options; the operator's key comes from ssh-agent
+  (`SSH_AUTH_SOCK`), as for a user.
 
 What it does not model: Pulumi state files, `pulumi refresh` and `preview`
 (the engine tier, testbed/engine.py, runs those), parallelism, provider
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.host_files import OwnedDirectoryProvider, RemoteFileProvider
+from components.openlist_config import OpenListSettingsProvider
 from testbed import infra
 from testbed.mocks import ProgramRun, Recorded, run_program, unwrap_all
 
@@ -49,6 +52,7 @@ DOCKER_PROVIDER = "pulumi:providers:docker"
 DYNAMIC_PROVIDERS = {
     "pulumi-python:dynamic/homelab:RemoteFile": RemoteFileProvider,
     "pulumi-python:dynamic/homelab:OwnedDirectory": OwnedDirectoryProvider,
+    "pulumi-python:dynamic/homelab:OpenListSettings": OpenListSettingsProvider,
 }
 #: Made by the mocks themselves (testbed/mocks.py generates the key and certificate, as the TLS provider would).
 MADE_BY_THE_MOCKS = {"tls:index/privateKey:PrivateKey", "tls:index/selfSignedCert:SelfSignedCert"}
@@ -156,6 +160,12 @@ class Deployment:
         """What the engine does with a dynamic resource: create, or diff and then update or replace."""
         provider = DYNAMIC_PROVIDERS[resource.typ]()
         news = {k: v for k, v in unwrap_all(resource.inputs).items() if k != "__provider"}
+        if resource.name in self.applied:  # `refresh: always`: what is there now, before the diff
+            read = provider.read(resource.name, self.applied[resource.name][1])
+            if read.id:
+                self.applied[resource.name] = (resource.typ, dict(read.outs or {}))
+            else:
+                del self.applied[resource.name]
         if resource.name not in self.applied:
             outs = provider.create(news).outs
             self.log.append(f"create {resource.name}")

@@ -1,8 +1,9 @@
 """The deployed system under test: both test stacks on real Docker, sshd, Kopia and OpenList.
 
 `System.deploy()` does what an operator does on first deploy: `pulumi up` the
-vps stack (OpenList + Kopia), the README's OpenList first-deploy steps (admin
-login, a storage, the S3 keys, a restart), then `pulumi up` the sakamoto stack.
+vps stack (OpenList, configured by the program, and Kopia), then `pulumi up` the
+sakamoto stack. No OpenList step by hand: the suite only makes the directory that
+stands in for the 189 drive (a real drive exists before any deploy).
 
 Each stack is applied by one of two tiers, named in the output:
 - `engine`: the real Pulumi CLI through the Automation API (testbed/engine.py);
@@ -53,10 +54,11 @@ CONFIG_DIR = {stack: Path(_HOST[stack]["configDir"]) for stack in STACKS}  # whe
 KOPIA_DATA_DIR = {stack: Path(_HOST[stack]["kopiaDataDir"]) for stack in STACKS}  # Kopia's cache, logs, state
 #: The Local storage that stands in for 189 Cloud, in OpenList's data dir: its path in the container and
 #: on the host, and the folder bucket `kopia` maps to (where Kopia's blobs land).
-DRIVE_IN_CONTAINER = f"{infra.OPENLIST_DATA_DIR}/drive189"
+DRIVE_IN_CONTAINER = _OPENLIST["storage"]["fields"]["root_folder_path"]
 OPENLIST_DATA_ON_HOST = Path(openlist_component.data_dir_on_host(load_namespace(_CONFIG["vps"]).host))
-DRIVE_ON_HOST = OPENLIST_DATA_ON_HOST / "drive189"
-BUCKET_ON_HOST = DRIVE_ON_HOST / "kopia"
+DRIVE_ON_HOST = OPENLIST_DATA_ON_HOST / Path(DRIVE_IN_CONTAINER).relative_to(infra.OPENLIST_DATA_DIR)
+BUCKET_ON_HOST = DRIVE_ON_HOST / _CONFIG["vps"]["homelab-backup:repository"]["bucket"]
+OPENLIST_WEB_URL = f"http://{ADDRESS['vps']}:{_OPENLIST['webPort']}"
 
 
 say = infra.say
@@ -135,7 +137,6 @@ class System:
     tier: str = "adapter"
     engine_cli: Path | None = None
     ssh_auth_sock: str = ""
-    admin: Any = None  # infra.OpenListAdmin, after deploy
     secrets: dict[str, str] = field(default_factory=dict)
     deployments: dict[str, Any] = field(default_factory=dict)  # Deployment or engine.EngineDeployment
     oracle: Kopia | None = None
@@ -160,8 +161,8 @@ class System:
             "s3AccessKeyId": "AK" + secrets.token_hex(8).upper(),
             "s3SecretAccessKey": "sk-" + secrets.token_urlsafe(24),
             "s3Endpoint": f"http://{OPENLIST}:5246",
+            "openlistAdminPassword": "ol-" + secrets.token_urlsafe(12),
         }
-        self.openlist_admin_password = "ol-" + secrets.token_urlsafe(12)
         if self.tier == "engine":
             assert self.engine_cli is not None and self.ssh_auth_sock, "the engine tier needs the CLI and an agent"
             self._workdir = Path(tempfile.mkdtemp(prefix=f"{infra.NAME_PREFIX}engine-"))
@@ -194,8 +195,7 @@ class System:
 
     @property
     def secret_values(self) -> list[str]:
-        values = [v for k, v in self.secrets.items() if k not in ("s3Endpoint", "serverUsername")]
-        return [*values, self.openlist_admin_password]
+        return [v for k, v in self.secrets.items() if k not in ("s3Endpoint", "serverUsername")]
 
     # ------------------------------------------------------------ pulumi up
 
@@ -219,6 +219,12 @@ class System:
             for p in config["homelab-backup:notifications"]
         ]
         return {"homelab-backup:host": {**host, "ssh": ssh}, "homelab-backup:notifications": notifications, **extra}
+
+    def openlist_admin(self) -> Any:
+        """OpenList's admin API on the VPS (the test's own client), logged in with the declared password."""
+        admin = infra.OpenListAdmin(OPENLIST_WEB_URL)
+        admin.login(self.secrets["openlistAdminPassword"])
+        return admin
 
     def up(self, stack: str, secrets_override: dict[str, str] | None = None, **extra: Any) -> None:
         started = time.monotonic()
@@ -271,7 +277,8 @@ class System:
         if not self._locked:
             self._lock.enter_context(infra.exclusive_run(f"e2e stacks under {BASE}"))
             self._locked = True
-        # What a killed run may have left under the fixed names: the lock says no other run uses them now.
+        # The names are fixed and the lock is held: a container by these names is a crashed run's, still
+        # holding mounts of the dirs about to be deleted (a new deploy would find it unchanged and keep it).
         for container in (*KOPIA.values(), OPENLIST):
             infra.docker("rm", "-f", container, check=False)
         infra.docker("network", "rm", NETWORK, check=False)
@@ -283,20 +290,23 @@ class System:
             for source_dir in SOURCES[stack].values():
                 source_dir.mkdir(parents=True)
                 write_test_data(source_dir, seed=str(source_dir))
+        # The stand-in for the 189 drive: it exists before any deploy, as the drive does.
+        DRIVE_ON_HOST.mkdir(parents=True)
+        shutil.chown(DRIVE_ON_HOST, user=infra.OPENLIST_UID, group=infra.OPENLIST_UID)
+        DRIVE_ON_HOST.chmod(0o700)
         BASE.chmod(0o755)
 
-    def deploy(self, openlist_admin_cls: Any) -> None:
-        """First deploy as the README gives it: vps, OpenList's first-deploy steps, then sakamoto."""
+    def deploy(self) -> None:
+        """First deploy as the README gives it: `pulumi up` vps, then sakamoto. Nothing else."""
         self.prepare_host()
         self.start_receivers()
         self.up("vps")
-        self.first_deploy_openlist(openlist_admin_cls)
         if self.tier == "engine":
             self.observe_drift_while_vps_waits()
         self.up("sakamoto")
         self._make_oracle()
 
-    def deploy_in_reverse_order(self, openlist_admin_cls: Any) -> None:
+    def deploy_in_reverse_order(self) -> None:
         """First deploy the other way round: sakamoto (the owner) before the VPS and its OpenList exist.
 
         sakamoto's network belongs to its own compose stack on a real host; here both hosts share one
@@ -309,7 +319,6 @@ class System:
         self.up("sakamoto")  # its S3 endpoint does not exist yet: Kopia fails loudly and retries
         vps_host = {**_HOST["vps"], "network": {**_HOST["vps"]["network"], "create": False}}
         self.up("vps", **{"homelab-backup:host": vps_host})
-        self.first_deploy_openlist(openlist_admin_cls)
         self._make_oracle()
 
     def _make_oracle(self) -> None:
@@ -351,26 +360,6 @@ class System:
             self.drift_while_waiting = ""
         except infra.E2EError as error:
             self.drift_while_waiting = str(error)
-
-    def first_deploy_openlist(self, openlist_admin_cls: Any) -> None:
-        """README "First deploy", step 2, through OpenList's admin API instead of its web UI."""
-        started = time.monotonic()
-        admin = openlist_admin_cls(f"http://{ADDRESS['vps']}:5244")
-        admin.wait_ping(120)
-        admin.set_admin_password(OPENLIST, self.openlist_admin_password)
-        admin.login(self.openlist_admin_password)
-        # A Local storage at /189 stands in for the 189 Cloud drive (web_proxy matters for 189 only).
-        self.docker("exec", OPENLIST, "mkdir", "-p", f"{DRIVE_IN_CONTAINER}/kopia")
-        admin.create_local_storage("/189", DRIVE_IN_CONTAINER)
-        admin.configure_s3(
-            self.secrets["s3AccessKeyId"],
-            self.secrets["s3SecretAccessKey"],
-            buckets=[{"name": "kopia", "path": "/189/kopia"}],
-        )
-        self.docker("restart", OPENLIST)  # OpenList reads the S3 keys at start only
-        admin.wait_ping(120)
-        self.admin = admin
-        say(f"OpenList first-deploy steps: {time.monotonic() - started:.1f}s")
 
     def s3(self) -> S3Client:
         return S3Client(f"http://{S3_ENDPOINT}", self.secrets["s3AccessKeyId"], self.secrets["s3SecretAccessKey"])

@@ -136,7 +136,8 @@ UsePAM no
 # The key files live in a temp dir, not under the user's home: skip the home-dir ownership checks.
 StrictModes no
 PermitUserEnvironment no
-AllowTcpForwarding no
+# The program reaches OpenList's admin API through `ssh -L` (OpenSSH's default allows it).
+AllowTcpForwarding local
 X11Forwarding no
 PrintMotd no
 LogLevel VERBOSE

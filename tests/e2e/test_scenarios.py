@@ -62,7 +62,7 @@ def system(docker_engine, images, ssh_host, operator_agent, deploy_tier, request
     )
     request.addfinalizer(system.destroy)
     started = time.monotonic()
-    system.deploy(infra.OpenListAdmin)
+    system.deploy()
     say(f"deployed both stacks: {time.monotonic() - started:.1f}s")
     return system
 
@@ -640,6 +640,100 @@ def test_engine_state_holds_no_secret_in_plain_text(system: System):
         assert '"ciphertext"' in state, "secrets are kept, encrypted"
 
 
+# ---------------------------------------------------------------- 11. OpenList configured by `pulumi up`
+
+
+def _openlist_started(system: System) -> tuple[str, str]:
+    state = system.inspect(OPENLIST)
+    return state["Id"], state["State"]["StartedAt"]
+
+
+def _storage(admin) -> dict:
+    return next(s for s in admin._request("GET", "/api/admin/storage/list")["content"] if s["mount_path"] == "/189")
+
+
+def test_openlist_holds_the_declared_settings_with_no_step_by_hand(system: System):
+    """The deploy ran `pulumi up` twice and nothing else: admin password, storage, bucket folder, S3 keys."""
+    admin = system.openlist_admin()  # the declared password logs in
+    storage = _storage(admin)
+    assert (storage["driver"], storage["status"], storage["web_proxy"]) == ("Local", "work", True)
+    assert json.loads(storage["addition"])["root_folder_path"] == DRIVE_IN_CONTAINER
+    rows = {row["key"]: row for row in admin.list_settings(group=9)}
+    assert rows["s3_access_key_id"]["value"] == system.secrets["s3AccessKeyId"]
+    assert rows["s3_buckets"]["value"] == '[{"name":"kopia","path":"/189/kopia"}]'
+    assert {rows[k]["flag"] for k in ("s3_access_key_id", "s3_secret_access_key", "s3_buckets")} == {1}
+    assert BUCKET_ON_HOST.is_dir()
+    # The keys are in force (read at start: the program restarted OpenList after saving them).
+    status, body = infra.s3_anonymous_get(f"http://{ADDRESS['vps']}:5246/kopia/")
+    assert status == 403, body
+
+
+def test_the_public_settings_show_no_key_token_or_password(system: System):
+    """`/api/public/settings` answers without login: every secret row must be private."""
+    url = f"http://{ADDRESS['vps']}:5244/api/public/settings"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        public = answer.read().decode()
+    assert json.loads(public)["code"] == 200
+    for value in system.secret_values:
+        assert value not in public, "a secret is readable without login"
+    for key in ("s3_access_key_id", "s3_secret_access_key", "s3_buckets", "token"):
+        assert f'"{key}"' not in public
+
+
+def test_a_second_up_changes_nothing_and_restarts_no_openlist(system: System):
+    before = _openlist_started(system)
+    modified = _storage(system.openlist_admin())["modified"]
+    system.up("vps")
+    assert _openlist_started(system) == before, "an unchanged config restarted OpenList"
+    assert _storage(system.openlist_admin())["modified"] == modified, "an unchanged config rewrote the storage"
+    if system.tier == "engine":
+        system.deployments["vps"].preview_refresh(expect_no_changes=True)
+
+
+def test_engine_storage_edited_in_the_ui_is_seen_on_refresh_and_put_back_by_up(system: System):
+    deployment = engine_of(system, "vps")
+    admin = system.openlist_admin()
+    storage = _storage(admin)
+    edited = {k: v for k, v in storage.items() if k != "mount_details"}
+    admin._request("POST", "/api/admin/storage/update", {**edited, "web_proxy": False, "cache_expiration": 30})
+    rows = {row["key"]: row for row in admin.list_settings(group=9)}
+    admin._request("POST", "/api/admin/setting/save", [{**rows["s3_buckets"], "flag": 0}])  # made public
+    before = _openlist_started(system)
+    with pytest.raises(infra.E2EError) as drift:
+        deployment.preview_refresh(expect_no_changes=True)
+    assert "openlist-settings" in str(drift.value)
+    for value in system.secret_values:
+        assert value not in str(drift.value)
+    system.up("vps")  # the README's drift procedure
+    admin = system.openlist_admin()
+    storage = _storage(admin)
+    assert (storage["web_proxy"], storage["cache_expiration"]) == (True, 1)
+    assert {row["key"]: row for row in admin.list_settings(group=9)}["s3_buckets"]["flag"] == 1
+    assert _openlist_started(system) != before, "an S3 row was saved again: OpenList restarted to read it"
+    deployment.preview_refresh(expect_no_changes=True)
+
+
+def test_a_failed_admin_call_fails_the_up_with_openlists_message_and_the_setting(system: System):
+    openlist = _declared_openlist()
+    storage = {**openlist["storage"], "fields": {"root_folder_path": "/opt/openlist/data/no-such-drive"}}
+    with pytest.raises(Exception) as failed:
+        system.up("vps", **{"homelab-backup:openlist": {**openlist, "storage": storage}})
+    message = str(failed.value)
+    assert "updating storage /189 (Local)" in message, message
+    assert "root folder /opt/openlist/data/no-such-drive not exists" in message, message  # OpenList's words
+    for value in system.secret_values:
+        assert value not in message
+    system.up("vps")  # the declared drive again: refresh sees the broken storage, up repairs it
+    assert _storage(system.openlist_admin())["status"] == "work"
+    system.wait_healthy(KOPIA["vps"], timeout=300)
+
+
+def _declared_openlist() -> dict:
+    from testbed.mocks import stack_config
+
+    return stack_config("e2e-vps")["homelab-backup:openlist"]
+
+
 # ---------------------------------------------------------------- 3. wrong repository password
 
 
@@ -776,7 +870,7 @@ def test_first_deploy_in_the_other_order_converges(system: System):
     """`pulumi up --stack sakamoto` before the VPS and its OpenList exist: it succeeds, sakamoto's Kopia fails
     loudly until its endpoint answers, then creates the repository by itself once the VPS is up."""
     system.destroy_stacks()  # idempotent: the destroy test above already removed both stacks
-    system.deploy_in_reverse_order(infra.OpenListAdmin)
+    system.deploy_in_reverse_order()
     wait_for("the repository to exist", lambda: system.oracle.connect().returncode == 0, 300, interval=5)
     for stack in ("vps", "sakamoto"):
         system.wait_healthy(KOPIA[stack], timeout=300)

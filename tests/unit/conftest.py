@@ -24,6 +24,8 @@ VPS_SECRETS = {
     "KOPIA_SERVER_CONTROL_PASSWORD": "control-pass-Zp9d",
     "OPENLIST_S3_ACCESS_KEY_ID": "s3-key-id-Hh4",
     "OPENLIST_S3_SECRET_ACCESS_KEY": "s3-secret-Yy8n",
+    "OPENLIST_ADMIN_PASSWORD": "openlist-admin-Pq4v",
+    "CLOUD189_PASSWORD": "cloud189-pass-Gg7e",
 }
 SAKAMOTO_SECRETS = {
     "KOPIA_REPO_PASSWORD": "repo-pass-Vq7w",
@@ -33,6 +35,8 @@ SAKAMOTO_SECRETS = {
     "OPENLIST_S3_ENDPOINT": "http://openlist.cluster.lan:5246",
     "OPENLIST_S3_ACCESS_KEY_ID": "s3-key-id-Kk2",
     "OPENLIST_S3_SECRET_ACCESS_KEY": "s3-secret-Jj3m",
+    "OPENLIST_ADMIN_PASSWORD": "openlist-admin-Cc8w",
+    "CLOUD189_PASSWORD": "cloud189-pass-Nn5t",
 }
 KNOWN_SECRETS = {
     ("shelken-homelab", "compose-vps"): VPS_SECRETS,

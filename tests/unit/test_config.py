@@ -108,7 +108,7 @@ def test_committed_vps_stack_is_valid():
 def test_committed_sakamoto_stack_is_valid():
     config = load_stack_config(SAKAMOTO)
     assert config.identity == "shelken@sakamoto"
-    assert config.openlist is None
+    assert config.openlist is not None and not config.deploys_openlist  # the cluster's, configured only
     assert config.kopia.s3.endpoint is not None
     assert [str(s) for s in config.host_sources] == [
         "shelken@sakamoto:/backup/minio",
@@ -414,7 +414,7 @@ def test_s3_endpoint_missing_on_a_stack_without_openlist(base, change):
 )
 def test_colliding_published_ports_are_reported_at_the_colliding_key(openlist, kopia_port, key, fragment):
     def change(values):
-        values["openlist"] = openlist
+        values["openlist"].update(openlist)
         values["kopia"]["server"] = {"port": kopia_port}
 
     assert_only_problem(mutated(VPS, change), key, "published ports collide", fragment)
@@ -636,8 +636,8 @@ def test_azure_reference_without_field_reads_the_whole_secret():
         ("kopia.server", {"refreshInterval": "5"}, "kopia.server.refreshInterval", "should match pattern"),
         ("kopia.server", {"tlsValidityDays": 59}, "kopia.server.tlsValidityDays", "greater than or equal to 60"),
         ("kopia.sources", [], "kopia.sources", "at least 1 item"),
-        ("openlist", {"s3Port": 70000}, "openlist.s3Port", "less than or equal to 65535"),
-        ("openlist", {"containerName": "open list"}, "openlist.containerName", "should match pattern"),
+        ("openlist.s3Port", 70000, "openlist.s3Port", "less than or equal to 65535"),
+        ("openlist.containerName", "open list", "openlist.containerName", "should match pattern"),
     ],
 )
 def test_field_constraints(path, value, key, fragment):
@@ -687,7 +687,7 @@ def test_several_consistency_errors_are_all_reported():
     def change(values):
         values["kopia"]["sources"][0]["path"] = "/data"  # 2 problems: scheduled-not-mounted, mounted-not-scheduled
         values["repository"]["maintenanceOwner"] = "shelken@nas"
-        values["openlist"] = {"webPort": 51515}
+        values["openlist"]["webPort"] = 51515
         values["kopia"]["s3"]["endpoint"] = "config:s3Endpoint"
 
     problems = problems_of(mutated(VPS, change))
@@ -804,7 +804,7 @@ def test_control_character_in_free_text_names_the_rule():
     [
         ("host.ssh.port", True, "host.ssh.port"),
         ("kopia.server", {"port": True}, "kopia.server.port"),
-        ("openlist", {"webPort": False}, "openlist.webPort"),
+        ("openlist.webPort", False, "openlist.webPort"),
         ("policy.intervalSeconds", True, "policy.intervalSeconds"),
         ("policy.retention.keepDaily", True, "policy.retention.keepDaily"),
         ("host.ssh.port", "22", "host.ssh.port"),

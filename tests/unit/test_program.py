@@ -72,15 +72,19 @@ def test_components_have_type_tokens_and_children_are_parented_and_named(stack, 
     assert components["kopia-config"].typ == "homelab:index:ConfigFiles"
     assert components["kopia-config"].parent_name == "kopia"
     for resource in run.resources:
-        if resource.typ.startswith("pulumi:providers:") or resource.name in ("kopia", "openlist"):
+        if resource.typ.startswith("pulumi:providers:") or resource.name in ("kopia", "openlist", "openlist-gateway"):
             continue
         owner = resource.parent_name
         assert owner in components, f"{resource.typ} {resource.name} is not inside a component"
         assert resource.name.startswith(f"{owner}-"), f"{resource.name} is not named after its parent {owner}"
-    if "homelab-backup:openlist" in stack_config(stack):
-        assert components["openlist"].typ == "homelab:index:OpenList"
-    else:
+    openlist = stack_config(stack).get("homelab-backup:openlist")
+    if openlist is None:
+        assert "openlist" not in components and "openlist-gateway" not in components
+    elif "adminUrl" in openlist:  # configured, not deployed
+        assert components["openlist-gateway"].typ == "homelab:index:OpenListGateway"
         assert "openlist" not in components
+    else:
+        assert components["openlist"].typ == "homelab:index:OpenList"
 
 
 @pytest.mark.parametrize("stack", committed_stacks())
@@ -343,9 +347,13 @@ def config_secret_run(*, tls: bool = True, **secret_values: str) -> ProgramRun:
     # tls=False for runs compared with each other: the mocks make a new key at every run, where the TLS
     # provider keeps one in state.
     insecure = {} if tls else {"server": {**kopia.get("server", {}), "insecure": True}}
+    openlist = stack_config("sakamoto")["homelab-backup:openlist"]
+    storage = {**openlist["storage"], "secretFields": {"password": "config:cloud189Password"}}
+    openlist = {**openlist, "adminPassword": "config:openlistAdminPassword", "storage": storage}
+    values |= {"openlistAdminPassword": "value-of-openlistAdminPassword", "cloud189Password": "value-of-cloud189"}
     return run_program(
         "sakamoto",
-        overrides={"homelab-backup:kopia": {**kopia, **refs, **insecure}},
+        overrides={"homelab-backup:kopia": {**kopia, **refs, **insecure}, "homelab-backup:openlist": openlist},
         secrets={**values, **secret_values},
     )
 
@@ -358,7 +366,7 @@ def test_config_secrets_instead_of_key_vault(key_vault):
     assert storage["endpoint"] == "s3.example.net"
     assert "doNotUseTLS" not in storage
     plain = [s for r in run.resources for s in plain_strings(r.inputs) + plain_strings(r.outputs)]
-    for name in ("s3Key", "s3Secret", "repoPassword", "uiPassword", "controlPassword"):
+    for name in ("s3Key", "s3Secret", "repoPassword", "uiPassword", "controlPassword", "openlistAdmin", "cloud189"):
         assert not [s for s in plain if f"value-of-{name}" in s]
 
 
@@ -527,12 +535,12 @@ def test_every_secret_problem_is_one_message_before_any_resource(key_vault):
 def test_a_missing_key_vault_secret_and_an_unreachable_vault_are_reported_the_same_way(key_vault):
     del key_vault.secrets["shelken-homelab"]["compose-vps"]
     message = refused("vps", key_vault)
-    assert "(6 problems)" in message
+    assert "(8 problems)" in message
     assert (
         "homelab-backup:kopia.secrets.repositoryPassword: azure://shelken-homelab/compose-vps/KOPIA_REPO_PASSWORD:"
         in message
     )
-    assert message.count("Key Vault answered HTTP 404") == 6
+    assert message.count("Key Vault answered HTTP 404") == 8
     assert key_vault.requests.count("/shelken-homelab/secrets/compose-vps") == 1
     message = refused(
         "vps", key_vault, overrides={"homelab-backup:keyVault": {"urlTemplate": "http://127.0.0.1:9/{vault}"}}
@@ -608,6 +616,7 @@ def test_the_e2e_stacks_say_which_host_they_deploy(stack):
     }
     secrets |= {"s3SecretAccessKey": "v-s3", "s3Endpoint": "http://hle2e-openlist:5246", "heartbeatUrl": "http://h/p"}
     secrets["alertWebhookUrl"] = "http://h/alerts"
+    secrets["openlistAdminPassword"] = "v-openlist"
     run = run_program(stack, secrets=secrets)
     assert run.outputs["kopia_identity"] == f"shelken@{stack.removeprefix('e2e-')}"
     with pytest.raises(pulumi.RunError, match="names stack '" + stack):
