@@ -368,6 +368,7 @@ def render_start_script(params: StartScriptParams) -> str:
         "@NOTIFICATION_FILES@": notification_file("*"),
         "@PROFILE_PREFIX@": KOPIA_PROFILE_PREFIX,
         "@NOTIFY_RETRY@": "30",
+        "@UI_API@": render_ui_api(params),
         "@CACHE_FLAGS@": f"--content-cache-size-mb={params.content_cache_mb} "
         f"--metadata-cache-size-mb={params.metadata_cache_mb}",
         "@PACK_SIZE_MB@": str(params.pack_size_mb),
@@ -417,11 +418,24 @@ HEALTHCHECK_TEMPLATE = TEMPLATES / "kopia-health.sh"
 VERDICT_AWK = TEMPLATES / "kopia-verdict.awk"
 
 
-def verdict_awk() -> str:
-    program = VERDICT_AWK.read_text()
+#: The rule on each source's last snapshot attempt (the server's task list); also run by both.
+ATTEMPTS_AWK = TEMPLATES / "kopia-attempts.awk"
+
+
+def awk_program(path: Path) -> str:
+    program = path.read_text()
     if "'" in program:
-        raise ValueError(f"{VERDICT_AWK} must not contain a single quote: the health check quotes it with them")
+        raise ValueError(f"{path} must not contain a single quote: the health check quotes it with them")
     return program
+
+
+UI_API_TEMPLATE = TEMPLATES / "kopia-ui-api.sh"
+
+
+def render_ui_api(params: StartScriptParams) -> str:
+    """The shell functions that call Kopia's UI API (login, session cookie, CSRF token); the start script
+    (notification profiles) and the health check (the task list) both embed them."""
+    return fill_template(UI_API_TEMPLATE, _own_server(params)).rstrip("\n")
 
 
 def render_healthcheck(params: StartScriptParams) -> str:
@@ -439,10 +453,12 @@ def render_healthcheck(params: StartScriptParams) -> str:
         **_own_server(params),
         "@MAX_AGE_SECONDS@": str(params.max_snapshot_age_seconds),
         "@UPLOAD_ALLOWANCE_SECONDS@": str(params.upload_allowance_seconds),
+        "@UI_API@": render_ui_api(params),
+        "@ATTEMPTS_AWK@": awk_program(ATTEMPTS_AWK),
         "@DRILL_VERDICT@": render_drill_verdict(params.state_dir, params.max_drill_age_seconds).rstrip("\n"),
         "@SOURCES@": " ".join(params.sources),
         "@HEARTBEAT_URL_VARIABLE@": HEARTBEAT_URL_VARIABLE,
-        "@VERDICT_AWK@": verdict_awk(),
+        "@VERDICT_AWK@": awk_program(VERDICT_AWK),
     }
     return fill_template(HEALTHCHECK_TEMPLATE, replacements)
 

@@ -9,10 +9,11 @@ fingerprint; each source is judged by the same rules as the container's health c
 restore drill is judged by the health check's drill rule (kopia-drill-verdict.sh), run
 over SSH with the stack's own pinned settings against the host's state dir.
 
-`--drill` also restores one sampled file of each source's latest snapshot through the
-server's API (the UI login, read through the stack's references) into a private temp dir
-on this machine, and checks its size against the snapshot; Kopia checks every content's
-hash as it reads.
+The server's task list (the UI API, with the UI login) tells whether each source's last
+snapshot attempt failed (kopia-attempts.awk). `--drill` also restores one sampled file of
+each source's latest snapshot through the server's API into a private temp dir on this
+machine, and checks its size against the snapshot; Kopia checks every content's hash as it
+reads.
 
 Exit status: 0 every source is backing up; 1 a source is stale or failing, or a drill
 failed; 2 a host could not be asked (config, credentials, network or SSH).
@@ -67,7 +68,7 @@ class Host:
     ssh: tuple[str, ...] = ()
     state_dir: str = ""
     max_drill_age_seconds: int = 0
-    #: the UI login (`--drill` only: browsing snapshots and reading files is the UI user's right)
+    #: the UI login: the task list and browsing snapshots (`--drill`) are the UI user's right
     ui_login: tuple[str, str] | None = field(default=None, repr=False)
 
 
@@ -113,11 +114,8 @@ def azure_cli_token() -> str:
     return result.stdout.strip()
 
 
-def host_from_stack(
-    stack_name: str, workdir: Path, key_vault_token: Callable[[], str] = azure_cli_token, *, ui_login: bool = False
-) -> Host:
-    """The stack's outputs and its control password (through the stack's own secret reference); with
-    `ui_login`, the UI login too."""
+def host_from_stack(stack_name: str, workdir: Path, key_vault_token: Callable[[], str] = azure_cli_token) -> Host:
+    """The stack's outputs, its control password and its UI login (through the stack's own secret references)."""
     from pulumi import automation as auto
 
     try:
@@ -150,7 +148,7 @@ def host_from_stack(
             )
 
         password = secret(kopia_secrets.server_control_password)
-        login = (secret(kopia_secrets.server_username), secret(kopia_secrets.server_password)) if ui_login else None
+        login = (secret(kopia_secrets.server_username), secret(kopia_secrets.server_password))
     except (ConfigError, SecretReadError) as error:
         raise StatusError(f"stack {stack_name}: {error}") from None
     return Host(
@@ -275,6 +273,11 @@ class UiSession:
         return json.loads(self.get(path))
 
 
+def fetch_tasks(host: Host, timeout: float) -> str:
+    """The server's task list (GET /api/v1/tasks, the UI API): each source's last snapshot attempt."""
+    return UiSession(host, timeout).get("/api/v1/tasks").decode(errors="replace")
+
+
 def restore_sample(session: UiSession, source: str, into: Path, rng: random.Random) -> str:
     """Restore one sampled file of the source's latest snapshot into `into`, and check its size against the
     snapshot's directory entry. Returns what was checked; raises StatusError naming what failed."""
@@ -317,39 +320,53 @@ def restore_sample(session: UiSession, source: str, into: Path, rng: random.Rand
 # ---------------------------------------------------------------- judging and showing
 
 
-def verdicts(answer: str, host: Host, now: int) -> dict[str, list[str]]:
-    """Each source's problems by the health check's own rules (kopia-verdict.awk); [] means backing up."""
-    sources = host.sources
+def run_awk(program: Path, variables: dict[str, object], answer: str) -> subprocess.CompletedProcess:
+    """One of the health check's awk programs, on Kopia's answer pretty-printed as the server writes it."""
     awk = shutil.which("awk")
     if awk is None:
         raise StatusError("awk is not installed (it runs the health check's rules)")
-    # Kopia pretty-prints its answer; the rules read it that way, one key per line.
-    pretty = json.dumps(json.loads(answer), indent=2)
+    pretty = json.dumps(json.loads(answer), indent=2)  # the rules read one key per line
+    assignments = [arg for name, value in variables.items() for arg in ("-v", f"{name}={value}")]
     result = subprocess.run(
-        [awk, "-v", f"now={now}", "-v", "started=", "-v", f"max_age={host.max_age_seconds}",
-         "-v", f"upload_allowance={host.upload_allowance_seconds}", "-v", f"expected={' '.join(sources)}",
-         render.verdict_awk()],
+        [awk, *assignments, render.awk_program(program)],
         input=pretty, capture_output=True, text=True, check=False, timeout=30,
     )  # fmt: skip
+    if result.returncode not in (0, 1) or result.stderr.strip():
+        raise StatusError(f"the health rules did not run ({awk} exited {result.returncode}: {result.stderr.strip()})")
+    return result
+
+
+def verdicts(answer: str, host: Host, now: int, tasks: str | None = None) -> dict[str, list[str]]:
+    """Each source's problems by the health check's own rules: kopia-verdict.awk on the control API's
+    answer, and kopia-attempts.awk on the server's task list when given; [] means backing up."""
+    sources = " ".join(host.sources)
+    variables = {"now": now, "started": "", "max_age": host.max_age_seconds,
+                 "upload_allowance": host.upload_allowance_seconds, "expected": sources}  # fmt: skip
+    result = run_awk(render.VERDICT_AWK, variables, answer)
     # The rules end with "healthy: ..." (exit 0) or problem lines (exit 1); anything else is not a verdict.
     healthy = result.returncode == 0 and result.stdout.startswith("healthy: ")
     if not healthy and (result.returncode != 1 or not result.stdout.strip()):
-        raise StatusError(f"the health rules did not run ({awk} exited {result.returncode}: {result.stderr.strip()})")
-    problems: dict[str, list[str]] = {source: [] for source in sources}
-    for line in result.stdout.splitlines():
+        raise StatusError(f"the health rules gave no verdict (awk exited {result.returncode})")
+    lines = result.stdout.splitlines()
+    if tasks is not None:
+        lines += run_awk(render.ATTEMPTS_AWK, {"expected": sources}, tasks).stdout.splitlines()
+    problems: dict[str, list[str]] = {source: [] for source in host.sources}
+    for line in lines:
         source, sep, problem = line.partition(": ")
         if sep and source in problems:
             problems[source].append(problem)
     return problems
 
 
-def rows_for(host: Host, answer: str, now: int, drill: Drill | None = None) -> list[SourceRow]:
+def rows_for(
+    host: Host, answer: str, now: int, drill: Drill | None = None, tasks: str | None = None
+) -> list[SourceRow]:
     data = json.loads(answer)
     by_source = {}
     for entry in data.get("sources", []):
         info = entry.get("source", {})
         by_source[f"{info.get('userName')}@{info.get('host')}:{info.get('path')}"] = entry
-    judged = verdicts(answer, host, now)
+    judged = verdicts(answer, host, now, tasks)
     rows = []
     for source in host.sources:
         entry = by_source.get(source, {})
@@ -478,14 +495,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def ask(stack: str) -> list[SourceRow]:
         started = time.monotonic()
-        host = host_from_stack(stack, args.workdir, ui_login=args.drill)
+        host = host_from_stack(stack, args.workdir)
         progress(f"{stack}: asking {host.url}")
         answer = fetch_sources(host, args.timeout)
+        tasks = fetch_tasks(host, args.timeout)
         drill = read_drill(host, args.timeout)
         if drill.passed is None:
             unknown_drills[stack] = f"restore drill: {drill.line}"
         progress(f"{stack}: answered in {time.monotonic() - started:.1f}s")
-        rows = rows_for(host, answer, now, drill)
+        rows = rows_for(host, answer, now, drill, tasks)
         if drill_dir is not None:
             session = UiSession(host, args.timeout)
             for row in rows:

@@ -2,8 +2,8 @@
 # Kopia health check for @IDENTITY@, rendered by homelab-backup from components/templates/kopia-health.sh.
 # Docker runs it every minute. Healthy means every source of this host is backing up: it is scheduled,
 # not paused, has a next snapshot time, its last snapshot is complete and error-free, and that snapshot
-# is younger than @MAX_AGE_SECONDS@s (two intervals plus a margin). A source that is uploading counts
-# as healthy while it uploads. A snapshot that fails outright writes no manifest, so it shows as stale.
+# is younger than @MAX_AGE_SECONDS@s (two intervals plus a margin), and its last snapshot attempt did not
+# fail. A source that is uploading counts as healthy while it uploads.
 # The last restore drill (see the start script) must have passed, within two drill intervals plus a margin,
 # and the notification profiles must have been applied (no "failed" result).
 # Prints one line per problem (Docker keeps them in `docker inspect`), or one "healthy" line. A healthy
@@ -26,8 +26,24 @@ verdict=$(printf '%s\n' "$sources" | awk -v now="$(date +%s)" -v started="$start
     -v expected="@SOURCES@" '
 @VERDICT_AWK@')
 healthy=$?
+
+# The last snapshot attempts, from the server's task list (the UI API, with the UI login): a snapshot that
+# failed outright leaves the control API showing the last good one until it goes stale.
+@UI_API@
+ui_error=''
+if ! ui_open || ! attempts=$(ui_api GET /api/v1/tasks); then
+    echo "kopia server's task list not answering: ${ui_error:-$attempts}"
+    exit 1
+fi
+attempts=$(printf '%s\n' "$attempts" | awk -v expected="@SOURCES@" '
+@ATTEMPTS_AWK@')
+attempts_ok=$?
+if [ "$healthy" -ne 0 ] || [ "$attempts_ok" -ne 0 ]; then
+    [ "$healthy" -eq 0 ] || printf '%s\n' "$verdict"
+    [ "$attempts_ok" -eq 0 ] || printf '%s\n' "$attempts"
+    exit 1
+fi
 printf '%s\n' "$verdict"
-[ "$healthy" -eq 0 ] || exit 1
 
 @DRILL_VERDICT@
 # Kopia's own alerts (the start script applies the declared notification profiles once the server runs).

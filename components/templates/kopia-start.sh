@@ -120,21 +120,9 @@ DRILL_RESULT=@STATE_DIR@/restore-drill
 # longer declared is deleted; profiles made by hand keep their other names and are left alone. The logins and
 # the files' secrets travel on curl's stdin and in files, never on a command line. The result, one line, is
 # what the health check reads: "ok|failed <epoch> <UTC time> <what was done, or what failed>".
-ui_login=$(printf '%s:%s' "$KOPIA_SERVER_USERNAME" "$KOPIA_SERVER_PASSWORD" | base64 | tr -d '\n')
-session=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-csrf=none  # until the UI page gives this session's token
-ui_api() {  # METHOD PATH [curl options]: Kopia's UI API, with the UI login, a session cookie and its CSRF token
-    method=$1 path=$2
-    shift 2
-    printf 'Authorization: Basic %s\nCookie: Kopia-Session-Cookie=%s\nX-Kopia-Csrf-Token: %s\n' \
-        "$ui_login" "$session" "$csrf" |
-        curl -sS --fail --max-time 30 @CURL_TLS@ -H @- -X "$method" "$@" "@SERVER_URL@$path" 2>&1
-}
+@UI_API@
 apply_notification_profiles() {  # prints what it did, or what failed
-    # The UI page carries this session's CSRF token, which every UI API call must send back.
-    page=$(ui_api GET /) || { echo "the server's UI page: $page"; return 1; }
-    csrf=$(printf '%s\n' "$page" | sed -n 's/.*name="kopia-csrf-token" content="\([0-9a-f]*\)".*/\1/p')
-    [ -n "$csrf" ] || { echo "the server's UI page carries no CSRF token"; return 1; }
+    ui_open || { echo "$ui_error"; return 1; }
     declared='' saved='' unchanged='' deleted=''
     for file in "$DEPLOY"/@NOTIFICATION_FILES@; do
         [ -r "$file" ] || continue

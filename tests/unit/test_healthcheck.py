@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
 import os
 import shutil
 import subprocess
@@ -31,10 +32,22 @@ case " $* " in *" -K - "*)  # the heartbeat ping: its URL comes as a config line
     if [ -n "${FAKE_PING_FAILS:-}" ]; then echo "curl: (22) The requested URL returned error: 503" >&2; exit 22; fi
     exit 0 ;;
 esac
-printf '%s\n' "$@" > "$FAKE_STATE/argv"
-cat > "$FAKE_STATE/stdin"
 if [ -n "${FAKE_CURL_FAILS:-}" ]; then echo "curl: (7) Failed to connect to 127.0.0.1 port 51515" >&2; exit 7; fi
-cat "$FAKE_STATE/answer.json"
+for last; do :; done  # the URL comes last
+case "$last" in
+*/api/v1/control/sources)  # the control API: the server-control login on stdin
+    printf '%s\n' "$@" > "$FAKE_STATE/argv"
+    cat > "$FAKE_STATE/stdin"
+    cat "$FAKE_STATE/answer.json" ;;
+*/api/v1/tasks)  # the UI API: the UI login, the session cookie and its CSRF token on stdin
+    cat > "$FAKE_STATE/ui-stdin"
+    grep -qx 'X-Kopia-Csrf-Token: 70ce' "$FAKE_STATE/ui-stdin" || { echo "curl: (22) error: 401" >&2; exit 22; }
+    cat "$FAKE_STATE/tasks.json" 2>/dev/null || echo '[]' ;;
+*/)
+    cat > /dev/null
+    echo '<html><head><meta name="kopia-csrf-token" content="70ce" /></head></html>' ;;
+*) echo "fake curl: unexpected $last" >&2; exit 99 ;;
+esac
 """
 
 
@@ -285,4 +298,51 @@ def test_notification_profiles_that_failed_to_apply_make_the_host_unhealthy(env_
     )
     assert not (env_dirs["fake"] / "pings").exists()
     state.write_text("ok 1764000000 2025-11-24T16:00:00Z saved: homelab-ntfy; unchanged: none; deleted: none\n")
+    assert check(env_dirs, answer(*[source_status(s) for s in SOURCES])).returncode == 0
+
+
+# ------------------------------------------------------- the last snapshot attempt (the server's task list)
+
+
+def tasks(*entries: tuple[str, str, str]) -> str:
+    """Kopia's task list, most recent first, pretty-printed like the server: (source, status, error)."""
+    listed = [
+        {
+            "id": str(100 - i),
+            "startTime": "2026-11-27T10:00:00Z",
+            "endTime": "2026-11-27T10:00:01Z",
+            "kind": "Snapshot",
+            "description": f"{source} at 2026-11-27T1{9 - i}:00:00Z",
+            "status": status,
+            "progressInfo": "",
+            **({"errorMessage": error} if error else {}),
+            "counters": {"Hashed Files": {"value": 1, "units": "", "level": ""}},
+        }
+        for i, (source, status, error) in enumerate(entries)
+    ]
+    listed.insert(1, {"id": "7", "kind": "Maintenance", "description": "Periodic maintenance", "status": "FAILED"})
+    return json.dumps(listed, indent=2)
+
+
+def test_a_failed_last_snapshot_attempt_is_unhealthy_with_kopias_error_until_one_succeeds(env_dirs):
+    error = 'snapshot task: error flushing writer: unable to write session marker: "x": BLOB not found'
+    (env_dirs["fake"] / "tasks.json").write_text(
+        tasks((SOURCES[0], "FAILED", error), (SOURCES[1], "SUCCESS", ""), (SOURCES[0], "SUCCESS", ""))
+    )
+    result = check(env_dirs, answer(*[source_status(s) for s in SOURCES]))
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{SOURCES[0]}: last snapshot attempt failed at 2026-11-27T19:00:00Z: "
+        'snapshot task: error flushing writer: unable to write session marker: "x": BLOB not found'
+    ]
+    assert not (env_dirs["fake"] / "pings").exists()
+    ui_stdin = (env_dirs["fake"] / "ui-stdin").read_text()
+    assert "Authorization: Basic " + base64.b64encode(b"ui-user:ui-pw").decode() in ui_stdin
+    # the next attempt succeeded: healthy again
+    (env_dirs["fake"] / "tasks.json").write_text(tasks((SOURCES[0], "SUCCESS", ""), (SOURCES[0], "FAILED", error)))
+    assert check(env_dirs, answer(*[source_status(s) for s in SOURCES])).returncode == 0
+
+
+def test_a_failed_attempt_of_another_hosts_source_or_a_failed_maintenance_does_not_count(env_dirs):
+    (env_dirs["fake"] / "tasks.json").write_text(tasks(("shelken@vps:/backup/data", "FAILED", "boom")))
     assert check(env_dirs, answer(*[source_status(s) for s in SOURCES])).returncode == 0

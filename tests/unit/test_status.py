@@ -120,9 +120,10 @@ def test_exit_codes_for_cron_and_monitors(monkeypatch, capsys, answers, failing,
             raise status.StatusError(failing[stack])
         return host(f"https://{stack}:51515", "ab")
 
-    monkeypatch.setattr(status, "host_from_stack", lambda stack, workdir, ui_login: fake_host(stack, workdir))
+    monkeypatch.setattr(status, "host_from_stack", lambda stack, workdir: fake_host(stack, workdir))
     monkeypatch.setattr(status, "fetch_sources", lambda h, timeout: answers[h.stack])
     monkeypatch.setattr(status, "read_drill", lambda h, timeout: status.Drill(True, "restore drill passed at x"))
+    monkeypatch.setattr(status, "fetch_tasks", lambda h, timeout: "[]")
     stacks = ["vps", *failing]
     code = status.main([arg for s in stacks for arg in ("--stack", s)] + ["--json"])
     assert code == expected
@@ -224,9 +225,10 @@ def test_an_unexpected_error_for_one_host_is_reported_for_that_host_only(monkeyp
             raise ValueError("Invalid isoformat string")
         return host(f"https://{stack}:51515", "ab")
 
-    monkeypatch.setattr(status, "host_from_stack", lambda stack, workdir, ui_login: fake_host(stack, workdir))
+    monkeypatch.setattr(status, "host_from_stack", lambda stack, workdir: fake_host(stack, workdir))
     monkeypatch.setattr(status, "fetch_sources", lambda h, timeout: answer(source_status(SOURCES[0])))
     monkeypatch.setattr(status, "read_drill", lambda h, timeout: status.Drill(True, "restore drill passed at x"))
+    monkeypatch.setattr(status, "fetch_tasks", lambda h, timeout: "[]")
     assert status.main(["--stack", "vps", "--stack", "sakamoto", "--json"]) == status.EXIT_UNREACHABLE
     report = json.loads(capsys.readouterr().out)
     assert [r["host"] for r in report["sources"]] == ["vps"]
@@ -267,9 +269,10 @@ def test_a_drill_that_cannot_be_read_is_unknown_not_passed(tmp_path):
 
 
 def test_an_unknown_drill_keeps_the_rows_and_exits_unreachable(monkeypatch, capsys):
-    monkeypatch.setattr(status, "host_from_stack", lambda stack, workdir, ui_login: host("https://vps:1", "ab"))
+    monkeypatch.setattr(status, "host_from_stack", lambda stack, workdir: host("https://vps:1", "ab"))
     monkeypatch.setattr(status, "fetch_sources", lambda h, timeout: answer(source_status(SOURCES[0])))
     monkeypatch.setattr(status, "read_drill", lambda h, timeout: status.Drill(None, "no answer over SSH within 15s"))
+    monkeypatch.setattr(status, "fetch_tasks", lambda h, timeout: "[]")
     assert status.main(["--stack", "vps", "--json"]) == status.EXIT_UNREACHABLE
     report = json.loads(capsys.readouterr().out)
     assert [r["source"] for r in report["sources"]] == list(SOURCES)
@@ -356,3 +359,16 @@ def test_drill_with_a_wrong_ui_login_says_what_to_do(kopia_ui):
     url, _ = kopia_ui
     with pytest.raises(status.StatusError, match="the UI login was refused"):
         status.UiSession(dataclasses.replace(host(url, None), ui_login=("ui-user", "nope")), timeout=5)
+
+
+def test_a_failed_last_attempt_in_the_task_list_fails_the_source_by_the_health_checks_rule():
+    listed = [
+        {"id": "2", "kind": "Snapshot", "description": f"{SOURCES[0]} at 2026-11-27T15:00:00Z", "status": "FAILED",
+         "errorMessage": "snapshot task: BLOB not found"},
+        {"id": "1", "kind": "Snapshot", "description": f"{SOURCES[0]} at 2026-11-27T14:00:00Z", "status": "SUCCESS"},
+    ]  # fmt: skip
+    body = answer(source_status(SOURCES[0]))
+    (row,) = status.rows_for(host("https://x:1", None), body, int(NOW.timestamp()), tasks=json.dumps(listed))
+    assert row.verdict == "last snapshot attempt failed at 2026-11-27T15:00:00Z: snapshot task: BLOB not found"
+    (row,) = status.rows_for(host("https://x:1", None), body, int(NOW.timestamp()), tasks=json.dumps(listed[1:]))
+    assert row.verdict == "ok"
