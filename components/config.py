@@ -703,10 +703,12 @@ class OpenListStorage(_Model):
         description="OpenList's driver name (189CloudPC; the e2e suite uses Local as a stand-in)",
     )
     mount_path: AbsolutePath = Field(default="/189", alias="mountPath", description="where OpenList mounts it")
-    # One minute: a listing through another gateway is at most a minute old, and the pages of one S3 listing
-    # come from one cached drive listing. 0 would list the drive again for every page (internal/op/fs.go).
+    # 30 minutes (OpenList's own default): every page of an S3 listing lists the folder again, so only this
+    # cache keeps a large listing from asking 189 for the whole folder page after page (README "Performance"),
+    # and it is below the smallest margin of Kopia's maintenance safety (1 h), so a listing this stale cannot
+    # make maintenance drop what the other host just wrote (docs/decisions.md). 0 lists the drive every page.
     cache_expiration_minutes: int = Field(
-        default=1,
+        default=30,
         alias="cacheExpirationMinutes",
         ge=0,
         le=1440,

@@ -31,7 +31,7 @@ def test_vps_configures_its_openlist_through_the_host(vps):
     assert inputs["storage"] == {
         "driver": "189CloudPC",
         "mountPath": "/189",
-        "cacheExpiration": 1,
+        "cacheExpiration": 30,
         "webProxy": True,
         "fields": {"username": "13800000000"},
     }
