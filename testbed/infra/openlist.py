@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from components import openlist_config
 from components.host_files import own_directory_command
 from components.openlist import container_env
 from testbed.infra.gate import E2EError
@@ -116,20 +117,13 @@ class OpenListAdmin:
             "recycle_bin_path": "delete permanently",
         }
         storage = {
+            **openlist_config.STORAGE_DEFAULTS,  # the program's own form of a new storage
             "mount_path": mount_path,
             "driver": "Local",
-            "order": 0,
             "cache_expiration": 0,
             "remark": "homelab-backup e2e",
             "addition": json.dumps(addition),
             "web_proxy": False,
-            "webdav_policy": "native_proxy",
-            "down_proxy_url": "",
-            "order_by": "name",
-            "order_direction": "asc",
-            "extract_folder": "front",
-            "disable_index": False,
-            "enable_sign": False,
             **fields,
         }
         data = self._request("POST", "/api/admin/storage/create", storage)
@@ -140,22 +134,15 @@ class OpenListAdmin:
         query = "" if group is None else f"?group={group}"
         return list(self._request("GET", f"/api/admin/setting/list{query}") or [])
 
-    def save_settings(self, values: Mapping[str, str]) -> None:
-        """Change settings by key. `POST /api/admin/setting/save` wants FULL items (type, group,
-        flag...): a bare `{key, value}` would reset the rest, e.g. make the S3 secret public. So the
-        current items are fetched and sent back with only their values changed."""
-        current = {item["key"]: item for item in self.list_settings()}
-        unknown = sorted(set(values) - set(current))
-        if unknown:
-            raise OpenListError(f"no such OpenList settings: {unknown}")
-        items = []
-        for key, value in values.items():
-            item = dict(current[key])
-            item["value"] = value
-            if key.startswith("s3_"):
-                item["flag"] = 1  # PRIVATE: never in /api/public/settings
-            items.append(item)
-        self._request("POST", "/api/admin/setting/save", items)
+    def save_s3_settings(self, values: Mapping[str, str]) -> None:
+        """Change the S3 settings by key, as the program does (`components.openlist_config.s3_rows`): FULL
+        private rows, since `POST /api/admin/setting/save` stores what it is sent."""
+        try:  # the program's own rule: whole rows, private
+            items = openlist_config.s3_rows(self.list_settings(), values)
+        except openlist_config.OpenListApiError as error:
+            raise OpenListError(str(error)) from None
+        if items:
+            self._request("POST", "/api/admin/setting/save", items)
 
     def configure_s3(
         self, access_key_id: str, secret_access_key: str, buckets: Sequence[Mapping[str, str]] | None = None
@@ -167,7 +154,7 @@ class OpenListAdmin:
         """
         if buckets is None:
             buckets = [{"name": "kopia", "path": "/189/kopia"}]
-        self.save_settings(
+        self.save_s3_settings(
             {
                 "s3_access_key_id": access_key_id,
                 "s3_secret_access_key": secret_access_key,
