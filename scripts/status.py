@@ -35,6 +35,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import uuid
@@ -465,8 +466,14 @@ def default_stacks(workdir: Path) -> list[str]:
     return sorted(s.name.rsplit("/", 1)[-1] for s in workspace.list_stacks())
 
 
+_PROGRESS = threading.Lock()
+
+
 def progress(message: str) -> None:
-    print(f"[status] {message}", file=sys.stderr, flush=True)
+    """One whole line on stderr: the hosts are asked in parallel threads."""
+    with _PROGRESS:
+        sys.stderr.write(f"[status] {message}\n")
+        sys.stderr.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
