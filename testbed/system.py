@@ -149,6 +149,7 @@ class System:
     _lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _locked: bool = False
     receiver_address: str = ""
+    _overridden: dict[str, set[str]] = field(default_factory=dict)  # per stack: the keys its last up set
     _made_networks: list[str] = field(default_factory=list)
     _workdir: Path | None = None
 
@@ -229,7 +230,15 @@ class System:
     def up(self, stack: str, secrets_override: dict[str, str] | None = None, **extra: Any) -> None:
         started = time.monotonic()
         deployment = self.deployments[stack]
-        deployment.up(self.overrides(stack, **extra), {**self.secrets, **(secrets_override or {})})
+        overrides = self.overrides(stack, **extra)
+        # The engine keeps what `pulumi config set` stored: a key an earlier up overrode goes back to the
+        # stack file's value unless this up overrides it too (the adapter starts from the file every time).
+        declared = stack_config(f"e2e-{stack}")
+        for key in self._overridden.get(stack, set()) - set(overrides):
+            if key in declared:
+                overrides[key] = declared[key]
+        self._overridden[stack] = set(overrides)
+        deployment.up(overrides, {**self.secrets, **(secrets_override or {})})
         took = time.monotonic() - started
         say(f"pulumi up e2e-{stack} [{self.tier}]: {took:.1f}s ({', '.join(deployment.log[-4:])})")
 

@@ -1,5 +1,5 @@
-# The last snapshot attempt of each source, from the task list of the Kopia server (GET /api/v1/tasks, most
-# recent first, as internal/uitask/uitask_manager.go @ v0.22.3 lists them) on stdin. A snapshot that fails
+# The last snapshot attempt of each source, from the task list of the Kopia server on stdin (GET /api/v1/tasks:
+# {"tasks": [...]}, most recent first, as internal/uitask/uitask_manager.go @ v0.22.3 lists them). A snapshot that fails
 # outright writes no manifest, so the control API still shows the last good one; the failed task is here.
 # One home for the rule: the health check embeds this program and `scripts/status` runs it.
 # Variable: expected (the sources of the host, space-separated user@host:/path). Prints one
@@ -28,9 +28,9 @@ function finish(    source, at) {
     kind = ""; description = ""; status = ""; error = ""
 }
 BEGIN { n = split(expected, list, " "); for (i = 1; i <= n; i++) want[list[i]] = 1 }
-/^    "id": / { finish() }
-/^    "kind": / { kind = text($0) }
-/^    "description": / { description = text($0) }
-/^    "status": / { status = text($0) }
-/^    "errorMessage": / { error = text($0) }
+/^ *"id": / { finish() }
+/^ *"kind": / { kind = text($0) }
+/^ *"description": / { description = text($0) }
+/^ *"status": / { status = text($0) }
+/^ *"errorMessage": / { error = text($0) }
 END { finish(); exit failed }

@@ -42,7 +42,7 @@ case "$last" in
 */api/v1/tasks)  # the UI API: the UI login, the session cookie and its CSRF token on stdin
     cat > "$FAKE_STATE/ui-stdin"
     grep -qx 'X-Kopia-Csrf-Token: 70ce' "$FAKE_STATE/ui-stdin" || { echo "curl: (22) error: 401" >&2; exit 22; }
-    cat "$FAKE_STATE/tasks.json" 2>/dev/null || echo '[]' ;;
+    cat "$FAKE_STATE/tasks.json" 2>/dev/null || echo '{"tasks": []}' ;;
 */)
     cat > /dev/null
     echo '<html><head><meta name="kopia-csrf-token" content="70ce" /></head></html>' ;;
@@ -305,7 +305,8 @@ def test_notification_profiles_that_failed_to_apply_make_the_host_unhealthy(env_
 
 
 def tasks(*entries: tuple[str, str, str]) -> str:
-    """Kopia's task list, most recent first, pretty-printed like the server: (source, status, error)."""
+    """Kopia's task list (GET /api/v1/tasks), most recent first, pretty-printed like the server:
+    (source, status, error)."""
     listed = [
         {
             "id": str(100 - i),
@@ -321,7 +322,7 @@ def tasks(*entries: tuple[str, str, str]) -> str:
         for i, (source, status, error) in enumerate(entries)
     ]
     listed.insert(1, {"id": "7", "kind": "Maintenance", "description": "Periodic maintenance", "status": "FAILED"})
-    return json.dumps(listed, indent=2)
+    return json.dumps({"tasks": listed}, indent=2)  # serverapi.TaskListResponse
 
 
 def test_a_failed_last_snapshot_attempt_is_unhealthy_with_kopias_error_until_one_succeeds(env_dirs):

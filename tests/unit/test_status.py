@@ -123,7 +123,7 @@ def test_exit_codes_for_cron_and_monitors(monkeypatch, capsys, answers, failing,
     monkeypatch.setattr(status, "host_from_stack", lambda stack, workdir: fake_host(stack, workdir))
     monkeypatch.setattr(status, "fetch_sources", lambda h, timeout: answers[h.stack])
     monkeypatch.setattr(status, "read_drill", lambda h, timeout: status.Drill(True, "restore drill passed at x"))
-    monkeypatch.setattr(status, "fetch_tasks", lambda h, timeout: "[]")
+    monkeypatch.setattr(status, "fetch_tasks", lambda h, timeout: '{"tasks": []}')
     stacks = ["vps", *failing]
     code = status.main([arg for s in stacks for arg in ("--stack", s)] + ["--json"])
     assert code == expected
@@ -228,7 +228,7 @@ def test_an_unexpected_error_for_one_host_is_reported_for_that_host_only(monkeyp
     monkeypatch.setattr(status, "host_from_stack", lambda stack, workdir: fake_host(stack, workdir))
     monkeypatch.setattr(status, "fetch_sources", lambda h, timeout: answer(source_status(SOURCES[0])))
     monkeypatch.setattr(status, "read_drill", lambda h, timeout: status.Drill(True, "restore drill passed at x"))
-    monkeypatch.setattr(status, "fetch_tasks", lambda h, timeout: "[]")
+    monkeypatch.setattr(status, "fetch_tasks", lambda h, timeout: '{"tasks": []}')
     assert status.main(["--stack", "vps", "--stack", "sakamoto", "--json"]) == status.EXIT_UNREACHABLE
     report = json.loads(capsys.readouterr().out)
     assert [r["host"] for r in report["sources"]] == ["vps"]
@@ -272,7 +272,7 @@ def test_an_unknown_drill_keeps_the_rows_and_exits_unreachable(monkeypatch, caps
     monkeypatch.setattr(status, "host_from_stack", lambda stack, workdir: host("https://vps:1", "ab"))
     monkeypatch.setattr(status, "fetch_sources", lambda h, timeout: answer(source_status(SOURCES[0])))
     monkeypatch.setattr(status, "read_drill", lambda h, timeout: status.Drill(None, "no answer over SSH within 15s"))
-    monkeypatch.setattr(status, "fetch_tasks", lambda h, timeout: "[]")
+    monkeypatch.setattr(status, "fetch_tasks", lambda h, timeout: '{"tasks": []}')
     assert status.main(["--stack", "vps", "--json"]) == status.EXIT_UNREACHABLE
     report = json.loads(capsys.readouterr().out)
     assert [r["source"] for r in report["sources"]] == list(SOURCES)
@@ -368,7 +368,9 @@ def test_a_failed_last_attempt_in_the_task_list_fails_the_source_by_the_health_c
         {"id": "1", "kind": "Snapshot", "description": f"{SOURCES[0]} at 2026-11-27T14:00:00Z", "status": "SUCCESS"},
     ]  # fmt: skip
     body = answer(source_status(SOURCES[0]))
-    (row,) = status.rows_for(host("https://x:1", None), body, int(NOW.timestamp()), tasks=json.dumps(listed))
+    answer_of = {"tasks": listed}  # serverapi.TaskListResponse
+    (row,) = status.rows_for(host("https://x:1", None), body, int(NOW.timestamp()), tasks=json.dumps(answer_of))
     assert row.verdict == "last snapshot attempt failed at 2026-11-27T15:00:00Z: snapshot task: BLOB not found"
-    (row,) = status.rows_for(host("https://x:1", None), body, int(NOW.timestamp()), tasks=json.dumps(listed[1:]))
+    answer_of = {"tasks": listed[1:]}
+    (row,) = status.rows_for(host("https://x:1", None), body, int(NOW.timestamp()), tasks=json.dumps(answer_of))
     assert row.verdict == "ok"
