@@ -641,6 +641,41 @@ def test_engine_policy_change_preview_shows_which_values_and_labels_change(syste
         assert secret not in text
 
 
+def _declared_state(deployment: engine.EngineDeployment) -> list[tuple[str, str]]:
+    return [(r["urn"], json.dumps(r.get("inputs"), sort_keys=True)) for r in deployment.resources()]
+
+
+def test_engine_bad_input_stops_up_before_any_resource_with_one_message(system: System):
+    """`pulumi up` (the Automation API skips the preview): bad config, then a secret stored in plain text.
+    Each stops the run with one message naming every problem's key, no traceback, and nothing changes."""
+    deployment = engine_of(system, "vps")
+    before, container_id = _declared_state(deployment), system.inspect(KOPIA["vps"])["Id"]
+    host = system.overrides("vps")["homelab-backup:host"]
+    unknown = "homelab-backup:kopiaa"  # a misspelled top-level key
+    plain_secrets = {k: v for k, v in system.secrets.items() if k != "repoPassword"}
+    try:
+        bad_config = {"homelab-backup:host": {**host, "deployAddress": "0.0.0.0"}, unknown: {"x": 1}}
+        with pytest.raises(infra.E2EError) as config_failed:
+            deployment.up(system.overrides("vps", **bad_config), system.secrets)
+        with pytest.raises(infra.E2EError) as secret_failed:  # `config set` without --secret
+            deployment.up(system.overrides("vps", **{"homelab-backup:repoPassword": "plain-pw"}), plain_secrets)
+    finally:
+        deployment.workspace_stack().remove_config(unknown)
+        deployment.set_config(system.overrides("vps"), system.secrets)
+    config_message = str(config_failed.value)
+    assert "invalid stack config (2 problems)" in config_message, config_message
+    assert "homelab-backup:host.deployAddress" in config_message and unknown in config_message
+    secret_message = str(secret_failed.value)
+    assert "homelab-backup:kopia.secrets.repositoryPassword" in secret_message, secret_message
+    assert "pulumi config set --secret repoPassword" in secret_message
+    for message in (config_message, secret_message):
+        assert "Traceback" not in message
+        assert "plain-pw" not in message
+        assert not [s for s in system.secret_values if s in message]
+    assert _declared_state(deployment) == before, "nothing was declared, so nothing changed"
+    assert system.inspect(KOPIA["vps"])["Id"] == container_id
+
+
 def test_engine_state_holds_no_secret_in_plain_text(system: System):
     for stack in ("vps", "sakamoto"):
         state = engine_of(system, stack).state_at_rest()
