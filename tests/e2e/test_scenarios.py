@@ -654,7 +654,8 @@ def test_engine_bad_input_stops_up_before_any_resource_with_one_message(system: 
     unknown = "homelab-backup:kopiaa"  # a misspelled top-level key
     plain_secrets = {k: v for k, v in system.secrets.items() if k != "repoPassword"}
     try:
-        bad_config = {"homelab-backup:host": {**host, "deployAddress": "0.0.0.0"}, unknown: {"x": 1}}
+        every_interface = "0.0.0.0"  # noqa: S104 (refused without the opt-in: that is the point)
+        bad_config = {"homelab-backup:host": {**host, "deployAddress": every_interface}, unknown: {"x": 1}}
         with pytest.raises(infra.E2EError) as config_failed:
             deployment.up(system.overrides("vps", **bad_config), system.secrets)
         with pytest.raises(infra.E2EError) as secret_failed:  # `config set` without --secret
