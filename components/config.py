@@ -1189,8 +1189,8 @@ def load_stack_config(
     reported = [k for k, _ in placeholders + model]
     controls = [p for p in _no_control_characters(values) if not any(_is_key_within(p[0], k) for k in reported)]
     problems = [*namespace_problems, *placeholders, *model, *controls]
-    if config is not None and not problems:
-        problems = _consistency_problems(config, stack)
+    if config is not None:  # the rules across keys need a whole model; they run beside any other problem
+        problems += _consistency_problems(config, stack)
     if problems or config is None:
         raise ConfigError(problems)
     return config

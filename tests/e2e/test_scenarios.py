@@ -546,6 +546,10 @@ def test_policy_change_is_applied_by_pulumi_up_alone(system: System):
         shown = system.oracle.json("policy", "show", source)
         assert shown["retention"]["keepHourly"] == 12
         assert shown["retention"]["keepDaily"] == 5
+    for stack in ("vps", "sakamoto"):  # the declared policy again: the next tests start from the stack files
+        system.up(stack)
+    for stack in ("vps", "sakamoto"):
+        system.wait_healthy(KOPIA[stack])
 
 
 def _policy(system: System) -> dict:
@@ -628,7 +632,8 @@ def test_engine_policy_change_preview_shows_which_values_and_labels_change(syste
     try:
         preview = deployment.preview(overrides, system.secrets, diff=True)
     finally:
-        deployment.set_config(system.overrides("vps"), system.secrets)  # as it was: the next test's baseline
+        # as it was: the next test's baseline
+        deployment.set_config(system.overrides("vps", **{"homelab-backup:policy": _policy(system)}), system.secrets)
     text = preview.stdout
     # policy.json's change, value by value (the file is plain; secret files would show [secret])
     assert re.search(r"keepHourly: \d+ => 6", text), text

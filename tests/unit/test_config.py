@@ -934,3 +934,13 @@ def test_a_stack_named_differently_says_so_and_a_copy_of_it_is_still_refused():
         load_namespace(values, stack="e2e-nas")
     assert [k for k, _ in info.value.problems] == [NS + "host.stackName"]
     assert "names stack 'e2e-vps', but this is stack 'e2e-nas'" in info.value.problems[0][1]
+
+
+def test_an_unknown_key_and_a_rule_across_keys_are_reported_together():
+    values = {NS + key: value for key, value in VPS.items()}
+    values[NS + "host"] = {**VPS["host"], "deployAddress": "0.0.0.0"}  # noqa: S104 (refused: the point)
+    values[NS + "kopiaa"] = {"x": 1}
+    with pytest.raises(ConfigError) as info:
+        load_namespace(values, secret_keys=set())
+    keys = [key for key, _ in info.value.problems]
+    assert NS + "kopiaa" in keys and NS + "host.deployAddress" in keys, info.value.problems
