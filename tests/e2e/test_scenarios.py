@@ -10,6 +10,7 @@ boot, then what a running system must survive.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -663,10 +664,12 @@ def test_engine_bad_input_stops_up_before_any_resource_with_one_message(system: 
         bad_config = {"homelab-backup:host": {**host, "deployAddress": every_interface}, unknown: {"x": 1}}
         with pytest.raises(infra.E2EError) as config_failed:
             deployment.up(system.overrides("vps", **bad_config), system.secrets)
+        deployment.workspace_stack().remove_config(unknown)  # `config set` keeps it: only one problem next
         with pytest.raises(infra.E2EError) as secret_failed:  # `config set` without --secret
             deployment.up(system.overrides("vps", **{"homelab-backup:repoPassword": "plain-pw"}), plain_secrets)
     finally:
-        deployment.workspace_stack().remove_config(unknown)
+        with contextlib.suppress(Exception):  # already gone when the first up failed as it should
+            deployment.workspace_stack().remove_config(unknown)
         deployment.set_config(system.overrides("vps"), system.secrets)
     config_message = str(config_failed.value)
     assert "invalid stack config (2 problems)" in config_message, config_message
