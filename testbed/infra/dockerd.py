@@ -29,9 +29,7 @@ class DockerEngine:
     demo and the benchmark share it, and a run waiting for the run lock may already be using it, so stopping
     it at the end of one run would pull it out from under the next."""
 
-    started_by_suite: bool
-    log_path: Path | None = None
-    process: subprocess.Popen[bytes] | None = None
+    process: subprocess.Popen[bytes] | None = None  # the dockerd this run started, if it started one
 
     def stop_after_failed_start(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -47,7 +45,7 @@ def ensure_docker_engine(cache: Path, timeout: float = 60, dockerd_args: Sequenc
     """
     with timed("docker engine"):
         if docker_info_ok():
-            return DockerEngine(started_by_suite=False)
+            return DockerEngine()
         if os.geteuid() != 0:
             require_or_skip("no docker engine answers `docker info`, and starting dockerd needs root")
         log_path = cache / "logs" / "dockerd.log"
@@ -62,7 +60,7 @@ def ensure_docker_engine(cache: Path, timeout: float = 60, dockerd_args: Sequenc
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        engine = DockerEngine(started_by_suite=True, log_path=log_path, process=process)
+        engine = DockerEngine(process=process)
         deadline = time.monotonic() + timeout
         while not docker_info_ok():
             if process.poll() is not None:
