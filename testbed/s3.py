@@ -71,13 +71,25 @@ class S3Client:
         except urllib.error.HTTPError as error:
             return S3Response(error.code, dict(error.headers), error.read())
 
-    def list_keys(self, bucket: str, prefix: str) -> list[tuple[str, str]]:
-        """(key, LastModified) of ListObjectsV2, first page."""
-        answer = self.request("GET", f"/{bucket}", {"list-type": "2", "prefix": prefix})
+    def list_keys(self, bucket: str, prefix: str, *, every_page: bool = False) -> list[tuple[str, str]]:
+        """(key, LastModified) of ListObjectsV2: the first page, or `every_page` (as Kopia lists)."""
+        keys: list[tuple[str, str]] = []
+        query = {"list-type": "2", "prefix": prefix}
+        while True:
+            answer = self.request("GET", f"/{bucket}", query)
+            if answer.status != 200:
+                raise RuntimeError(f"list {bucket}/{prefix}: HTTP {answer.status} {answer.body[:200]!r}")
+            root = ET.fromstring(answer.body)  # noqa: S314 (our own test server's answer)
+            keys += [
+                (item.findtext(f"{NS}Key") or "", item.findtext(f"{NS}LastModified") or "")
+                for item in root.iter(f"{NS}Contents")
+            ]
+            token = root.findtext(f"{NS}NextContinuationToken")
+            if not every_page or root.findtext(f"{NS}IsTruncated") != "true" or not token:
+                return keys
+            query = {**query, "continuation-token": token}
+
+    def put(self, bucket: str, key: str, body: bytes) -> None:
+        answer = self.request("PUT", f"/{bucket}/{key}", body=body)
         if answer.status != 200:
-            raise RuntimeError(f"list {bucket}/{prefix}: HTTP {answer.status} {answer.body[:200]!r}")
-        root = ET.fromstring(answer.body)  # noqa: S314 (our own test server's answer)
-        return [
-            (item.findtext(f"{NS}Key") or "", item.findtext(f"{NS}LastModified") or "")
-            for item in root.iter(f"{NS}Contents")
-        ]
+            raise RuntimeError(f"put {bucket}/{key}: HTTP {answer.status} {answer.body[:200]!r}")

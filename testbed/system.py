@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from components import openlist as openlist_component
+from components import render
 from components.config import load_namespace
 from testbed import engine, infra
 from testbed.adapter import Deployment
@@ -256,6 +257,11 @@ class System:
             check=False,
         )
 
+    def kopia(self, stack: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
+        """`kopia <command>` inside the host's container, its secrets sourced first, as the README's commands do."""
+        secrets_env = f"{render.DEPLOY_DIR}/{render.SECRETS_ENV}"
+        return self.docker("exec", KOPIA[stack], "sh", "-c", f". {secrets_env} && kopia {command}", check=check)
+
     def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.deployments["vps"].docker(*args, check=check)
 
@@ -345,10 +351,7 @@ class System:
         """Local HTTP and SMTP receivers, and the heartbeat and alert URLs that point at them."""
         self.stop_receivers()
         self.receiver, self.mail = infra.HttpReceiver(), infra.SmtpReceiver()
-        # This machine is the test stacks' host. Its address on Docker's default bridge is reachable from a
-        # container on any network, and it exists before the stacks create theirs.
-        gateway = infra.docker("network", "inspect", "--format", "{{(index .IPAM.Config 0).Gateway}}", "bridge")
-        self.receiver_address = gateway.stdout.strip()
+        self.receiver_address = infra.bridge_gateway()  # this machine, as the test stacks' containers reach it
         self.secrets["heartbeatUrl"] = self.receiver.ping_url(self.receiver_address)
         self.secrets["alertWebhookUrl"] = self.receiver.webhook_url(self.receiver_address)
 
@@ -437,7 +440,7 @@ def real_parts() -> Iterator[RealParts]:
     try:
         images = infra.ensure_images(cache, infra.ensure_kopia_binary(cache), infra.ensure_openlist_binary(cache))
         tier, cli = choose_tier(cache)
-        ssh_host = sshd.start()
+        ssh_host = sshd.start(container_address=infra.bridge_gateway())
         with infra.operator_agent(ssh_host) as sock:
             yield RealParts(images, ssh_host, sock, tier, cli)
     finally:

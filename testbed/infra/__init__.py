@@ -31,6 +31,7 @@ from testbed.infra.cleanup import (  # noqa: F401
 )
 from testbed.infra.dockerd import (  # noqa: F401
     DockerEngine,
+    bridge_gateway,
     docker_info_ok,
     ensure_docker_engine,
 )

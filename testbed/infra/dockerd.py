@@ -23,6 +23,13 @@ def docker_info_ok() -> bool:
         return False
 
 
+def bridge_gateway() -> str:
+    """This machine's address on Docker's default bridge: reachable from a container on any network, and it
+    exists before any test network does (the suite's receivers and its SFTP drive listen there)."""
+    answer = run(["docker", "network", "inspect", "--format", "{{(index .IPAM.Config 0).Gateway}}", "bridge"])
+    return answer.stdout.strip()
+
+
 @dataclass
 class DockerEngine:
     """The engine the suite uses. One the suite started stays running when the run ends: the e2e suite, the

@@ -129,6 +129,20 @@ class OpenListAdmin:
         data = self._request("POST", "/api/admin/storage/create", storage)
         return int(data["id"])
 
+    def storage(self, mount_path: str) -> dict[str, Any]:
+        """The storage mounted at `mount_path`, as `GET /api/admin/storage/list` gives it."""
+        listed = self._request("GET", "/api/admin/storage/list")["content"]
+        return next(s for s in listed if s["mount_path"] == mount_path)
+
+    def s3_rows(self) -> dict[str, dict[str, Any]]:
+        """The S3 settings group as full rows, by key."""
+        return {row["key"]: row for row in self.list_settings(group=openlist_config.S3_GROUP)}
+
+    def public_settings(self) -> str:
+        """`/api/public/settings` as anyone on the network reads it: no login."""
+        with urllib.request.urlopen(self.base_url + "/api/public/settings", timeout=10) as answer:  # noqa: S310
+            return answer.read().decode()
+
     def list_settings(self, group: int | None = None) -> list[dict[str, Any]]:
         """`GET /api/admin/setting/list` (all groups, or one): full setting items."""
         query = "" if group is None else f"?group={group}"

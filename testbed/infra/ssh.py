@@ -40,6 +40,10 @@ class SshHost:
     private_key_pem: str
     host_public_key: str
     known_hosts_line: str
+    #: `address:port` where containers reach this sshd (Docker's bridge gateway), and the private key of a
+    #: second, SFTP-only login: OpenList's SFTP driver uses both as a drive that caches like 189 Cloud's.
+    sftp_endpoint: str = ""
+    sftp_private_key_pem: str = ""
 
     @property
     def docker_host(self) -> str:
@@ -120,10 +124,10 @@ known_hosts_line = known_hosts_entry
 
 
 SSHD_CONFIG = """\
-# sshd for the homelab-backup e2e suite: loopback only, key auth for one user only.
+# sshd for the homelab-backup e2e suite: loopback (and Docker's bridge, for the SFTP drive), key auth for one user.
 Port {port}
 ListenAddress 127.0.0.1
-HostKey {workdir}/ssh_host_ed25519_key
+{extra_listen}HostKey {workdir}/ssh_host_ed25519_key
 PidFile {workdir}/sshd.pid
 AuthorizedKeysFile {workdir}/authorized_keys
 AllowUsers {user}
@@ -159,8 +163,12 @@ class SshServer:
     def log_path(self) -> Path:
         return self.workdir / "sshd.log"
 
-    def start(self, timeout: float = 20) -> SshHost:
-        """Generate keys and config, start `sshd -D -e -f` on a free port, wait for its banner."""
+    def start(self, timeout: float = 20, container_address: str = "") -> SshHost:
+        """Generate keys and config, start `sshd -D -e -f` on a free port, wait for its banner.
+
+        With `container_address` (Docker's bridge gateway) it also listens there, and a second key may log in
+        from a container for SFTP only (`restrict,command="internal-sftp"`: no shell, no forwarding).
+        """
         with timed("sshd"):
             ensure_ssh_user(self.user)
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir
@@ -170,11 +178,19 @@ class SshServer:
             client_key = self.workdir / "client_ed25519"
             _keygen(client_key, "hle2e-client")
             authorized = self.workdir / "authorized_keys"
-            authorized.write_text((self.workdir / "client_ed25519.pub").read_text())
+            lines = [(self.workdir / "client_ed25519.pub").read_text()]
+            sftp_key = self.workdir / "sftp_ed25519"
+            if container_address:
+                _keygen(sftp_key, "hle2e-sftp-drive")
+                lines.append('restrict,command="internal-sftp" ' + (self.workdir / "sftp_ed25519.pub").read_text())
+            authorized.write_text("".join(lines))
             authorized.chmod(0o644)
             port = free_port()
             config = self.workdir / "sshd_config"
-            config.write_text(SSHD_CONFIG.format(port=port, workdir=self.workdir, user=self.user))
+            extra_listen = f"ListenAddress {container_address}\n" if container_address else ""
+            config.write_text(
+                SSHD_CONFIG.format(port=port, workdir=self.workdir, user=self.user, extra_listen=extra_listen)
+            )
             sshd = shutil.which("sshd") or "/usr/sbin/sshd"  # sshd re-execs itself: absolute path
             run([sshd, "-t", "-f", str(config)])
             with self.log_path.open("wb") as log:
@@ -195,6 +211,8 @@ class SshServer:
                 private_key_pem=client_key.read_text(),
                 host_public_key=host_key,
                 known_hosts_line=known_hosts_line("127.0.0.1", port, host_key),
+                sftp_endpoint=f"{container_address}:{port}" if container_address else "",
+                sftp_private_key_pem=sftp_key.read_text() if container_address else "",
             )
             return self.host
 

@@ -94,10 +94,11 @@ def images(
 
 @pytest.fixture(scope="session")
 def ssh_host(docker_engine: infra.DockerEngine) -> Iterator[infra.SshHost]:
-    """A real sshd on 127.0.0.1 (key auth, user homelab-e2e in group docker); stopped, keys deleted, at the end."""
+    """A real sshd on 127.0.0.1 and Docker's bridge (key auth, user homelab-e2e in group docker; from containers
+    SFTP only); stopped, keys deleted, at the end."""
     server = infra.SshServer()
     try:
-        yield server.start()
+        yield server.start(container_address=infra.bridge_gateway())
     finally:
         server.stop()
 
@@ -119,6 +120,15 @@ def deploy_tier(e2e_cache: Path) -> tuple[str, Path | None]:
         return choose_tier(e2e_cache)
     except infra.E2EError as error:
         pytest.fail(str(error), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def parts(images: infra.E2EImages, ssh_host: infra.SshHost, operator_agent: str, deploy_tier: tuple[str, Path | None]):
+    """What a deployed system is made of (testbed.system.RealParts): `parts.system()` is a fresh one."""
+    from testbed.system import RealParts
+
+    tier, cli = deploy_tier
+    return RealParts(images, ssh_host, operator_agent, tier, cli)
 
 
 @pytest.fixture(scope="session")

@@ -53,15 +53,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def system(docker_engine, images, ssh_host, operator_agent, deploy_tier, request) -> System:
-    tier, cli = deploy_tier
-    system = System(
-        ssh_host=ssh_host,
-        kopia_binary=Path(images.kopia_binary),
-        tier=tier,
-        engine_cli=cli,
-        ssh_auth_sock=operator_agent,
-    )
+def system(parts, request) -> System:
+    system = parts.system()
     request.addfinalizer(system.destroy)
     started = time.monotonic()
     system.deploy()
@@ -708,7 +701,7 @@ def _openlist_started(system: System) -> tuple[str, str]:
 
 
 def _storage(admin) -> dict:
-    return next(s for s in admin._request("GET", "/api/admin/storage/list")["content"] if s["mount_path"] == "/189")
+    return admin.storage("/189")
 
 
 def test_openlist_holds_the_declared_settings_with_no_step_by_hand(system: System):
@@ -717,7 +710,7 @@ def test_openlist_holds_the_declared_settings_with_no_step_by_hand(system: Syste
     storage = _storage(admin)
     assert (storage["driver"], storage["status"], storage["web_proxy"]) == ("Local", "work", True)
     assert json.loads(storage["addition"])["root_folder_path"] == DRIVE_IN_CONTAINER
-    rows = {row["key"]: row for row in admin.list_settings(group=9)}
+    rows = admin.s3_rows()
     assert rows["s3_access_key_id"]["value"] == system.secrets["s3AccessKeyId"]
     assert rows["s3_buckets"]["value"] == '[{"name":"kopia","path":"/189/kopia"}]'
     assert {rows[k]["flag"] for k in ("s3_access_key_id", "s3_secret_access_key", "s3_buckets")} == {1}
@@ -729,9 +722,7 @@ def test_openlist_holds_the_declared_settings_with_no_step_by_hand(system: Syste
 
 def test_the_public_settings_show_no_key_token_or_password(system: System):
     """`/api/public/settings` answers without login: every secret row must be private."""
-    url = f"http://{ADDRESS['vps']}:5244/api/public/settings"
-    with urllib.request.urlopen(url, timeout=10) as answer:
-        public = answer.read().decode()
+    public = infra.OpenListAdmin(f"http://{ADDRESS['vps']}:5244").public_settings()
     assert json.loads(public)["code"] == 200
     for value in system.secret_values:
         assert value not in public, "a secret is readable without login"
@@ -755,7 +746,7 @@ def test_engine_storage_edited_in_the_ui_is_seen_on_refresh_and_put_back_by_up(s
     storage = _storage(admin)
     edited = {k: v for k, v in storage.items() if k != "mount_details"}
     admin._request("POST", "/api/admin/storage/update", {**edited, "web_proxy": False, "cache_expiration": 5})
-    rows = {row["key"]: row for row in admin.list_settings(group=9)}
+    rows = admin.s3_rows()
     admin._request("POST", "/api/admin/setting/save", [{**rows["s3_buckets"], "flag": 0}])  # made public
     before = _openlist_started(system)
     with pytest.raises(infra.E2EError) as drift:
@@ -767,7 +758,7 @@ def test_engine_storage_edited_in_the_ui_is_seen_on_refresh_and_put_back_by_up(s
     admin = system.openlist_admin()
     storage = _storage(admin)
     assert (storage["web_proxy"], storage["cache_expiration"]) == (True, 30)
-    assert {row["key"]: row for row in admin.list_settings(group=9)}["s3_buckets"]["flag"] == 1
+    assert admin.s3_rows()["s3_buckets"]["flag"] == 1
     assert _openlist_started(system) != before, "an S3 row was saved again: OpenList restarted to read it"
     deployment.preview_refresh(expect_no_changes=True)
 

@@ -1,0 +1,153 @@
+"""Two gateways, one repository: the cluster's OpenList configured by sakamoto's stack, and what the two
+gateways' cached listings mean for Kopia (testbed/gateways.py has the setup and why).
+
+The drive is OpenList's SFTP driver on the suite's own sshd, which caches listings like 189CloudPC; the
+cache is 1 minute here so that its bound can be waited out (the committed stacks keep OpenList's 30).
+`benchmarks/gateway_visibility.py` measures the same with 0, 1 and 30 minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+
+import pytest
+
+from testbed import infra
+from testbed.gateways import BUCKET, DRIVE, PREFIX, TwoGateways, measure_visibility
+from testbed.system import KOPIA, SOURCES, say, wait_for
+
+CACHE_MINUTES = 1
+CACHE_SECONDS = CACHE_MINUTES * 60
+#: Kopia caches its own blob listings for 30 s (`repository connect --max-list-cache-duration`, its
+#: default, cli/command_repository_connect.go at v0.22.3): on top of the gateway's cache.
+KOPIA_LIST_CACHE_SECONDS = 30
+POLL_SLACK_SECONDS = 15
+
+
+@pytest.fixture(scope="module")
+def gateways(parts, request) -> TwoGateways:
+    two = TwoGateways(parts.system(), cache_minutes=CACHE_MINUTES)
+    request.addfinalizer(two.destroy)
+    started = time.monotonic()
+    two.deploy()
+    say(f"deployed both stacks with two gateways: {time.monotonic() - started:.1f}s")
+    for stack in KOPIA:
+        two.system.wait_healthy(KOPIA[stack], timeout=300)
+    return two
+
+
+def test_sakamotos_up_configures_the_cluster_gateway_it_does_not_deploy(gateways: TwoGateways):
+    """`openlist.adminUrl`: the program configures an OpenList it does not run, through a tunnel to sakamoto."""
+    system = gateways.system
+    admin = gateways.cluster_admin()  # the given admin password logs in
+    storage = admin.storage("/189")
+    assert (storage["driver"], storage["status"], storage["web_proxy"]) == ("SFTP", "work", True)
+    assert storage["cache_expiration"] == CACHE_MINUTES
+    assert json.loads(storage["addition"])["private_key"] == system.secrets["sftpPrivateKey"]
+    rows = admin.s3_rows()
+    assert rows["s3_access_key_id"]["value"] == system.secrets["s3AccessKeyId"]
+    assert rows["s3_buckets"]["value"] == f'[{{"name":"{BUCKET}","path":"/189/{BUCKET}"}}]'
+    assert {rows[k]["flag"] for k in ("s3_access_key_id", "s3_secret_access_key", "s3_buckets")} == {1}
+    public = admin.public_settings()
+    for value in system.secret_values:
+        assert value not in public, "a secret is readable without login"
+    # The README's one step for this gateway, a restart after its S3 keys changed, was done: they are in force.
+    assert gateways.cluster is not None
+    status, body = infra.s3_anonymous_get(f"{gateways.cluster.s3_url}/{BUCKET}/")
+    assert status == 403, body
+    # sakamoto's repository lives on the drive the gateway serves, and sakamoto snapshots through it.
+    assert (DRIVE / BUCKET / PREFIX / "kopia.repository").is_file()
+    assert any(key.startswith(f"{PREFIX}p") for key in gateways.blobs("sakamoto")), "no pack through the cluster"
+
+
+def test_a_second_up_leaves_the_cluster_gateway_as_it_is(gateways: TwoGateways):
+    modified = gateways.cluster_admin().storage("/189")["modified"]
+    started = gateways.system.inspect(gateways.cluster.name)["State"]["StartedAt"]  # type: ignore[union-attr]
+    gateways.up("sakamoto")
+    assert gateways.cluster_admin().storage("/189")["modified"] == modified, "an unchanged config rewrote it"
+    assert gateways.system.inspect(gateways.cluster.name)["State"]["StartedAt"] == started  # type: ignore[union-attr]
+    if gateways.system.tier == "engine":
+        gateways.system.deployments["sakamoto"].preview_refresh(expect_no_changes=True)
+
+
+def test_what_one_gateway_writes_the_other_lists_within_the_cache_expiration(gateways: TwoGateways):
+    """Measured in the worst case (the reader's listing cached just before the write), both ways."""
+    vps, cluster = ("vps", gateways.vps_s3()), ("cluster", gateways.cluster_s3())
+    # Through one gateway a write is listed at once (OpenList updates its own cache): Kopia reads its writes.
+    own = measure_visibility(cluster, cluster, CACHE_MINUTES, timeout=10)
+    assert own.listed_at_once, own.describe()
+    for writer, reader in ((vps, cluster), (cluster, vps)):
+        measured = measure_visibility(writer, reader, CACHE_MINUTES, timeout=CACHE_SECONDS + 60)
+        # The stand-in caches like 189 (otherwise this test would prove nothing) ...
+        assert not measured.listed_at_once, f"{measured.describe()}: the drive's listing was not cached"
+        # ... and never for longer than the cache expiration.
+        assert measured.seconds is not None, measured.describe()
+        assert measured.seconds <= CACHE_SECONDS + POLL_SLACK_SECONDS, measured.describe()
+
+
+def _new_snapshot(gateways: TwoGateways, stack: str) -> str:
+    """A snapshot of one of `stack`'s sources with a new file in it, made now in its container; its id."""
+    source_path, host_dir = next(iter(SOURCES[stack].items()))
+    (host_dir / f"new-{secrets.token_hex(4)}.bin").write_bytes(secrets.token_bytes(200_000))
+    made = gateways.system.kopia(stack, f"snapshot create {source_path} --json")
+    return json.loads(made.stdout)["id"]
+
+
+def _snapshot_ids(gateways: TwoGateways, stack: str) -> set[str]:
+    listed = gateways.system.kopia(stack, "snapshot list --all --json")
+    return {snapshot["id"] for snapshot in json.loads(listed.stdout)}
+
+
+@pytest.mark.parametrize(("writer", "reader"), [("vps", "sakamoto"), ("sakamoto", "vps")])
+def test_each_hosts_new_snapshot_reaches_the_other_host_within_the_bound(
+    gateways: TwoGateways, writer: str, reader: str
+):
+    """The bound the README states: the gateway's cache plus Kopia's own 30 s list cache."""
+    snapshot = _new_snapshot(gateways, writer)
+    written = time.monotonic()
+    bound = CACHE_SECONDS + KOPIA_LIST_CACHE_SECONDS + POLL_SLACK_SECONDS
+    wait_for(f"{writer}'s snapshot {snapshot} on {reader}", lambda: snapshot in _snapshot_ids(gateways, reader), bound)
+    say(f"{writer}'s new snapshot listed on {reader} after {time.monotonic() - written:.1f} s (bound {bound} s)")
+
+
+def test_maintenance_on_the_owner_through_a_stale_listing_keeps_what_the_other_host_just_wrote(
+    gateways: TwoGateways,
+):
+    """sakamoto, the owner, runs full maintenance while its gateway does not yet list the blobs vps just
+    wrote; afterwards both hosts' `kopia snapshot verify` reads every file of every snapshot."""
+    system = gateways.system
+    for attempt in range(3):  # the reader's cached listing may expire right after the write: try again
+        before = gateways.blobs("vps")
+        snapshot = _new_snapshot(gateways, "vps")
+        new_blobs = gateways.blobs("vps") - before
+        assert any(key.startswith(f"{PREFIX}p") for key in new_blobs), new_blobs  # a pack of new content
+        unseen = new_blobs - gateways.blobs("sakamoto")
+        if unseen:
+            break
+        say(f"attempt {attempt + 1}: sakamoto's gateway already listed every new blob; again")
+    else:
+        pytest.fail("sakamoto's gateway listed vps's new blobs at once three times: its listing is not cached")
+    maintenance = system.kopia("sakamoto", "maintenance run --full", check=False)
+    still_unseen = unseen - gateways.blobs("sakamoto")
+    say(
+        f"full maintenance on sakamoto while its gateway missed {len(unseen)} of vps's {len(new_blobs)} new blobs "
+        f"({len(still_unseen)} still missing when it ended): exit {maintenance.returncode}"
+    )
+    assert maintenance.returncode == 0, maintenance.stdout + maintenance.stderr
+    assert "Finished full maintenance" in maintenance.stdout + maintenance.stderr, maintenance.stderr[-2000:]
+    wait_for(
+        "sakamoto's gateway to list vps's new blobs",
+        lambda: not new_blobs - gateways.blobs("sakamoto"),
+        CACHE_SECONDS + POLL_SLACK_SECONDS,
+    )
+    assert new_blobs <= gateways.blobs("vps"), "maintenance deleted a blob vps had just written"
+    for stack in KOPIA:
+        verified = system.kopia(stack, "snapshot verify --verify-files-percent=100", check=False)
+        assert verified.returncode == 0, f"{stack}: {verified.stdout[-1500:]}{verified.stderr[-1500:]}"
+    wait_for(
+        f"vps's snapshot {snapshot} on sakamoto",
+        lambda: snapshot in _snapshot_ids(gateways, "sakamoto"),
+        KOPIA_LIST_CACHE_SECONDS + POLL_SLACK_SECONDS,
+    )
