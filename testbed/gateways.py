@@ -188,12 +188,15 @@ def measure_visibility(
     written = time.monotonic()
     listed_at_once = False
     seconds: float | None = None
-    first = True
-    while time.monotonic() - written < timeout:
+    first, next_progress = True, 60.0
+    while (waited := time.monotonic() - written) < timeout:
         if any(k == key for k, _ in reader_s3.list_keys(BUCKET, folder)):
-            seconds = time.monotonic() - written
+            seconds = waited
             listed_at_once = first
             break
+        if waited >= next_progress:  # a 30-minute cache is waited out in the benchmark
+            say(f"visibility: {writer_name} -> {reader_name}: not listed yet after {waited:.0f} s")
+            next_progress += 60
         first = False
         time.sleep(poll)
     result = Visibility(writer_name, reader_name, cache_minutes, seconds, listed_at_once)
