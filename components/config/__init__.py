@@ -6,7 +6,7 @@ key, before any resource is declared. One module a job:
 
 - `fields`: the strict, frozen base model and the field types several models share (paths, names, images);
 - `references`: secret references (`azure://...`, `config:<key>`), parsed, and every one of a stack listed;
-- `project`: the models of the shared keys (images, repository, policy, keyVault, notifications);
+- `project`: the models of the shared keys (images, repository, policy, schedule, keyVault, notifications);
 - `host`: the models of one host's keys (host, kopia, openlist);
 - `stack`: `StackConfig`, the whole, and what follows from it (identity, maintenance owner);
 - `rules`: the rules across keys (a scheduled source must be mounted, ...), one function each;
@@ -52,6 +52,7 @@ from components.config.project import (
     Policy,
     Repository,
     Retention,
+    Schedule,
     SourceTarget,
     WebhookTarget,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "Problem",
     "Repository",
     "Retention",
+    "Schedule",
     "SecretRef",
     "SecretReference",
     "SourceTarget",

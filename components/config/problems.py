@@ -11,7 +11,7 @@ from pydantic import ValidationError
 PROJECT = "homelab-backup"
 
 # Keys of the stack's config, in the project's namespace (`homelab-backup:<key>`).
-PROJECT_KEYS = ("images", "repository", "policy", "keyVault", "notifications")
+PROJECT_KEYS = ("images", "repository", "policy", "schedule", "keyVault", "notifications")
 HOST_KEYS = ("host", "kopia", "openlist")
 
 

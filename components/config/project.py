@@ -1,5 +1,5 @@
-"""The models of the keys every host shares, in `Pulumi.yaml`: images, repository, policy, keyVault,
-notifications."""
+"""The models of the keys every host shares, in `Pulumi.yaml`: images, repository, policy, schedule,
+keyVault, notifications."""
 
 from __future__ import annotations
 
@@ -169,7 +169,6 @@ class Policy(Model):
 
     retention: Retention
     compression: Compressor
-    interval_seconds: int = Field(alias="intervalSeconds", ge=60, description="snapshot interval of every source")
     parallel_file_reads: int = Field(
         default=DEFAULT_PARALLEL_FILE_READS,
         alias="parallelFileReads",
@@ -179,6 +178,16 @@ class Policy(Model):
         "default is one per CPU)",
     )
     sources: list[SourceTarget] = Field(min_length=1, description="'<user>@<host>:/<path>' of every host")
+
+
+class Schedule(Model):
+    """When every source is snapshotted: policy.json's `scheduling`, rendered into each source's entry.
+
+    A key of its own beside `policy`, so that a stack can change the interval alone (the e2e stacks: one
+    minute): a stack's value replaces the whole project value, Pulumi does not merge the two objects.
+    """
+
+    interval_seconds: int = Field(alias="intervalSeconds", ge=60, description="snapshot interval of every source")
 
 
 class KeyVault(Model):

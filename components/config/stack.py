@@ -6,7 +6,15 @@ from pydantic import Field
 
 from components.config.fields import Model
 from components.config.host import Host, Kopia, OpenList
-from components.config.project import Images, KeyVault, NotificationProfile, Policy, Repository, SourceTarget
+from components.config.project import (
+    Images,
+    KeyVault,
+    NotificationProfile,
+    Policy,
+    Repository,
+    Schedule,
+    SourceTarget,
+)
 
 
 def identity(username: str, hostname: str) -> str:
@@ -23,6 +31,7 @@ class StackConfig(Model):
     images: Images
     repository: Repository
     policy: Policy
+    schedule: Schedule
     key_vault: KeyVault = Field(default_factory=KeyVault, alias="keyVault")
     notifications: list[NotificationProfile] = Field(
         default_factory=list,
@@ -40,7 +49,7 @@ class StackConfig(Model):
     @property
     def max_snapshot_age_seconds(self) -> int:
         """A source whose last snapshot is older is stale: two intervals plus the health margin."""
-        return 2 * self.policy.interval_seconds + self.kopia.health.margin_seconds
+        return 2 * self.schedule.interval_seconds + self.kopia.health.margin_seconds
 
     @property
     def max_drill_age_seconds(self) -> int:
