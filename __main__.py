@@ -136,6 +136,7 @@ kopia = KopiaNode(
         kopia=config.kopia,
         repository=config.repository,
         policy=config.policy,
+        schedule=config.schedule,
         notifications=config.notifications,
         image=config.images.kopia,
         params=render.start_script_params(config),

@@ -454,10 +454,10 @@ def main() -> int:
 
             # Only the VPS stack: it owns the repository here, and hourly scheduling keeps the
             # scheduler out of the measured snapshots; no restore drill during the measurement.
-            policy = {**stack_config("e2e-vps")["homelab-backup:policy"], "intervalSeconds": 3600}
+            schedule = {"intervalSeconds": 3600}
             repository = {**stack_config("e2e-vps")["homelab-backup:repository"], "maintenanceOwner": "shelken@vps"}
             kopia_config = {**stack_config("e2e-vps")["homelab-backup:kopia"], "drill": {"intervalSeconds": 86400}}
-            overrides = {"policy": policy, "repository": repository, "kopia": kopia_config}
+            overrides = {"schedule": schedule, "repository": repository, "kopia": kopia_config}
             say("deploying e2e-vps (OpenList + Kopia)")
             system.up("vps", **{f"homelab-backup:{key}": value for key, value in overrides.items()})
             container = KOPIA["vps"]

@@ -25,6 +25,7 @@ import hashlib
 import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -159,33 +160,51 @@ class RemoteFileProvider(_OnHostProvider):
         }
 
 
-class RemoteFile(Resource, module="homelab", name="RemoteFile"):
-    """A 0600 file on a host. `secret=True` keeps its digest secret in state as well as its content."""
+@dataclass(frozen=True)
+class RemotePath:
+    """Where a resource lives: `ssh`, the argv that reaches the host (up to and including user@host); `target`,
+    the host as `user@host:port` (another target or path replaces the resource); `path` on that host."""
+
+    ssh: Sequence[str]
+    target: str
+    path: str
+
+
+class _OnHost(Resource):
+    """What both resources share: their inputs begin with where they live (`ssh`, `target`, `path`)."""
 
     path: pulumi.Output[str]
 
     def __init__(
         self,
+        provider: _OnHostProvider,
+        name: str,
+        at: RemotePath,
+        inputs: Mapping[str, Any],
+        opts: pulumi.ResourceOptions | None,
+    ):
+        props = {"ssh": list(at.ssh), "target": at.target, "path": at.path, **inputs}
+        super().__init__(provider, name, props, opts)
+
+
+class RemoteFile(_OnHost, module="homelab", name="RemoteFile"):
+    """A 0600 file on a host. `secret=True` keeps its digest secret in state as well as its content."""
+
+    def __init__(
+        self,
         name: str,
         *,
-        ssh: Sequence[str],
-        target: str,
-        path: str,
+        at: RemotePath,
         content: pulumi.Input[str],
         secret: bool,
         opts: pulumi.ResourceOptions | None = None,
     ):
-        props = {
-            "ssh": list(ssh),
-            "target": target,
-            "path": path,
-            "content": pulumi.Output.secret(content) if secret else content,
-        }
         options = pulumi.ResourceOptions(
             delete_before_replace=True,
             additional_secret_outputs=["content", "sha256"] if secret else [],
         )
-        super().__init__(RemoteFileProvider(), name, props, pulumi.ResourceOptions.merge(opts, options))
+        inputs = {"content": pulumi.Output.secret(content) if secret else content}
+        super().__init__(RemoteFileProvider(), name, at, inputs, pulumi.ResourceOptions.merge(opts, options))
 
 
 class OwnedDirectoryProvider(_OnHostProvider):
@@ -216,20 +235,17 @@ class OwnedDirectoryProvider(_OnHostProvider):
         return {**props, "owner": int(props["uid"]), "actualMode": props["mode"]}
 
 
-class OwnedDirectory(Resource, module="homelab", name="OwnedDirectory"):
-    path: pulumi.Output[str]
+class OwnedDirectory(_OnHost, module="homelab", name="OwnedDirectory"):
+    """A directory on a host owned by `uid` with `mode`, made through a one-shot `docker run` of `image`."""
 
     def __init__(
         self,
         name: str,
         *,
-        ssh: Sequence[str],
-        target: str,
-        path: str,
+        at: RemotePath,
         uid: int,
         mode: str,
         image: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
     ):
-        props = {"ssh": list(ssh), "target": target, "path": path, "uid": uid, "mode": mode, "image": image}
-        super().__init__(OwnedDirectoryProvider(), name, props, opts)
+        super().__init__(OwnedDirectoryProvider(), name, at, {"uid": uid, "mode": mode, "image": image}, opts)

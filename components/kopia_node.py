@@ -14,7 +14,7 @@ import pulumi_docker as docker
 import pulumi_tls as tls
 
 from components import render
-from components.config import Host, Kopia, NotificationProfile, Policy, Repository
+from components.config import Host, Kopia, NotificationProfile, Policy, Repository, Schedule
 from components.remote_files import ConfigFiles
 
 
@@ -35,12 +35,13 @@ class KopiaSecrets:
 
 @dataclass(frozen=True)
 class KopiaNodeArgs:
-    """What one host's Kopia needs: its host, its Kopia settings, the shared repository and policy."""
+    """What one host's Kopia needs: its host, its Kopia settings, the shared repository, policy and schedule."""
 
     host: Host
     kopia: Kopia
     repository: Repository
     policy: Policy
+    schedule: Schedule
     notifications: Sequence[NotificationProfile]
     image: str
     params: render.StartScriptParams  # render.start_script_params(config)
@@ -110,7 +111,7 @@ class KopiaNode(pulumi.ComponentResource):
         return {
             render.REPOSITORY_CONFIG: pulumi.Output.secret(storage.apply(render.render_repository_config)),
             render.STORAGE_TOKEN: pulumi.Output.secret(storage.apply(render.render_storage_token)),
-            render.POLICY_JSON: render.render_policy_json(args.policy),
+            render.POLICY_JSON: render.render_policy_json(args.policy, args.schedule),
             render.SECRETS_ENV: pulumi.Output.secret(
                 pulumi.Output.all(
                     secrets.repository_password,

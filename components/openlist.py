@@ -14,7 +14,7 @@ import pulumi_docker as docker
 
 from components.config import Host, parse_admin_url
 from components.config import OpenList as OpenListConfig
-from components.host_files import OwnedDirectory
+from components.host_files import OwnedDirectory, RemotePath
 from components.openlist_config import OpenListSettings
 from components.render import homepage_labels
 
@@ -67,9 +67,7 @@ class OpenList(pulumi.ComponentResource):
         # OpenList's alone: its database holds the S3 keys and the 189 login. Destroy keeps it.
         owned = OwnedDirectory(
             f"{name}-data-dir",
-            ssh=args.ssh,
-            target=args.ssh_target,
-            path=data_dir,
+            at=RemotePath(args.ssh, args.ssh_target, data_dir),
             uid=OPENLIST_UID,
             mode="700",
             image=args.image,

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import pulumi
 
-from components.host_files import RemoteFile
+from components.host_files import RemoteFile, RemotePath
 
 
 class ConfigFiles(pulumi.ComponentResource):
@@ -32,9 +32,7 @@ class ConfigFiles(pulumi.ComponentResource):
         self.files = {
             filename: RemoteFile(
                 f"{name}-{filename.replace('.', '-')}",
-                ssh=ssh,
-                target=target,
-                path=f"{directory}/{filename}",
+                at=RemotePath(ssh, target, f"{directory}/{filename}"),
                 content=content,
                 secret=filename in secret_files,
                 opts=pulumi.ResourceOptions(parent=self),

@@ -27,6 +27,7 @@ from components.config import (
     NotificationProfile,
     Policy,
     Repository,
+    Schedule,
     StackConfig,
     identity,
     is_maintenance_owner,
@@ -58,7 +59,7 @@ MSG_EXISTING_DATA = "found existing data in storage location"
 # ---------------------------------------------------------------- policy.json
 
 
-def policy_document(policy: Policy) -> dict[str, dict]:
+def policy_document(policy: Policy, schedule: Schedule) -> dict[str, dict]:
     """One fully qualified entry per source (`user@host:/path`).
 
     Fully qualified keys only: `(global)` and `@host` entries are shared with
@@ -73,15 +74,15 @@ def policy_document(policy: Policy) -> dict[str, dict]:
     entry = {
         "compression": {"compressorName": policy.compression},
         "retention": retention,
-        "scheduling": {"intervalSeconds": policy.interval_seconds},
+        "scheduling": {"intervalSeconds": schedule.interval_seconds},
         "upload": {"maxParallelFileReads": policy.parallel_file_reads},
     }
     return {str(source): entry for source in sorted(policy.sources, key=str)}
 
 
-def render_policy_json(policy: Policy) -> str:
+def render_policy_json(policy: Policy, schedule: Schedule) -> str:
     """policy.json for `kopia policy import`: byte-identical on every host (it depends on project config only)."""
-    return json.dumps(policy_document(policy), indent=2, sort_keys=True) + "\n"
+    return json.dumps(policy_document(policy, schedule), indent=2, sort_keys=True) + "\n"
 
 
 # ---------------------------------------------------------------- storage

@@ -1,6 +1,6 @@
 """Write schema/stack-config.schema.json: the JSON Schema of a stack's config, for editors.
 
-Generated from the pydantic models in components/config.py; tests/unit/test_schema.py fails when it is stale.
+Generated from the pydantic models in components/config/; tests/unit/test_schema.py fails when it is stale.
 Run: venv/bin/python -m scripts.config_schema
 """
 

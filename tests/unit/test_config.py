@@ -244,9 +244,9 @@ def test_compression_not_a_kopia_compressor():
 
 
 def test_interval_below_60_seconds():
-    values = mutated(VPS, setter("policy.intervalSeconds", 59))
-    assert_only_problem(values, "policy.intervalSeconds", "greater than or equal to 60")
-    load_stack_config(mutated(VPS, setter("policy.intervalSeconds", 60)))
+    values = mutated(VPS, setter("schedule.intervalSeconds", 59))
+    assert_only_problem(values, "schedule.intervalSeconds", "greater than or equal to 60")
+    load_stack_config(mutated(VPS, setter("schedule.intervalSeconds", 60)))
 
 
 @pytest.mark.parametrize("field", ["keepDaily", "keepHourly", "keepLatest", "keepWeekly", "keepMonthly", "keepAnnual"])
@@ -677,7 +677,7 @@ def test_several_independent_errors_are_all_reported():
     assert message.startswith(f"invalid stack config ({len(expected)} problems):\n")
     for key, problem in info.value.problems:
         assert f"  - {key}: {problem}\n" in message
-    assert "Fix them in Pulumi.yaml (images, repository, policy, keyVault" in message
+    assert "Fix them in Pulumi.yaml (images, repository, policy, schedule, keyVault" in message
     assert "or in Pulumi.<stack>.yaml (host, kopia, openlist), then preview again." in message
     assert "would replace the whole shared object" in message
     assert "hunter2" not in message
@@ -805,7 +805,7 @@ def test_control_character_in_free_text_names_the_rule():
         ("host.ssh.port", True, "host.ssh.port"),
         ("kopia.server", {"port": True}, "kopia.server.port"),
         ("openlist.webPort", False, "openlist.webPort"),
-        ("policy.intervalSeconds", True, "policy.intervalSeconds"),
+        ("schedule.intervalSeconds", True, "schedule.intervalSeconds"),
         ("policy.retention.keepDaily", True, "policy.retention.keepDaily"),
         ("host.ssh.port", "22", "host.ssh.port"),
         ("host.network", {"create": "yes"}, "host.network.create"),

@@ -37,15 +37,29 @@ SAKAMOTO = load("sakamoto")
 
 
 def test_policy_json_matches_the_golden_file_byte_for_byte():
-    assert render.render_policy_json(SAKAMOTO.policy).encode() == (GOLDEN / "policy.json").read_bytes()
+    assert (
+        render.render_policy_json(SAKAMOTO.policy, SAKAMOTO.schedule).encode() == (GOLDEN / "policy.json").read_bytes()
+    )
 
 
 def test_policy_json_is_identical_on_every_host():
-    assert render.render_policy_json(VPS.policy) == render.render_policy_json(SAKAMOTO.policy)
+    assert render.render_policy_json(VPS.policy, VPS.schedule) == render.render_policy_json(
+        SAKAMOTO.policy, SAKAMOTO.schedule
+    )
+
+
+def test_the_e2e_stacks_render_the_real_policy_with_only_a_shorter_schedule():
+    """They override `schedule` alone, so everything else in their policy.json is Pulumi.yaml's."""
+    real = json.loads(render.render_policy_json(VPS.policy, VPS.schedule))
+    e2e = load("e2e-vps")
+    assert json.loads(render.render_policy_json(e2e.policy, e2e.schedule)) == {
+        source: {**entry, "scheduling": {"intervalSeconds": 60}} for source, entry in real.items()
+    }
+    assert real["shelken@vps:/backup/data"]["scheduling"] == {"intervalSeconds": 3600}
 
 
 def test_policy_json_has_only_fully_qualified_source_keys():
-    document = json.loads(render.render_policy_json(VPS.policy))
+    document = json.loads(render.render_policy_json(VPS.policy, VPS.schedule))
     assert sorted(document) == [
         "shelken@sakamoto:/backup/compose",
         "shelken@sakamoto:/backup/minio",
@@ -60,7 +74,7 @@ def test_policy_json_has_only_fully_qualified_source_keys():
 
 
 def test_policy_json_leaves_unset_retention_to_the_global_policy():
-    for entry in json.loads(render.render_policy_json(VPS.policy)).values():
+    for entry in json.loads(render.render_policy_json(VPS.policy, VPS.schedule)).values():
         assert entry["retention"] == {"keepDaily": 7, "keepHourly": 24}  # no keepLatest: null etc.
 
 
@@ -377,7 +391,7 @@ def test_zero_retention_is_rendered_not_dropped():
     from testbed.mocks import project_config
 
     policy = Policy.model_validate({**project_config("policy"), "retention": {"keepHourly": 0, "keepDaily": 7}})
-    retention = json.loads(render.render_policy_json(policy))["shelken@vps:/backup/data"]["retention"]
+    retention = json.loads(render.render_policy_json(policy, VPS.schedule))["shelken@vps:/backup/data"]["retention"]
     assert retention["keepHourly"] == 0 and retention["keepDaily"] == 7
     assert "keepWeekly" not in retention
 
