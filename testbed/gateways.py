@@ -127,10 +127,9 @@ class TwoGateways:
             infra.wait_until(f"{CLUSTER_OPENLIST}'s S3 port", lambda: infra.s3_port_answers(self.cluster), 60)
 
     def destroy(self) -> None:
-        try:
-            self.system.destroy()
-        finally:
-            infra.docker("rm", "-f", CLUSTER_OPENLIST, check=False)
+        # First: it is attached to the VPS stack's network, which `pulumi destroy` removes.
+        infra.docker("rm", "-f", CLUSTER_OPENLIST, check=False)
+        self.system.destroy()
 
     # ------------------------------------------------------------ the two gateways' S3 and admin API
 

@@ -119,8 +119,10 @@ def test_maintenance_on_the_owner_through_a_stale_listing_keeps_what_the_other_h
     wrote; afterwards both hosts' `kopia snapshot verify` reads every file of every snapshot.
 
     To start with as long a stale window as the cache gives, vps snapshots once and the test waits until
-    sakamoto's gateway lists those blobs: its cached listing was just renewed, and stays for a whole
-    expiration. Then vps snapshots again and sakamoto's maintenance starts at once."""
+    sakamoto's gateway lists those blobs: its cached listing was just renewed. Then vps snapshots again and
+    sakamoto's maintenance starts at once, from a listing without vps's new index. The listing may renew
+    during the run: OpenList re-lists a folder when a blob written through that gateway is read back
+    (docs/upstream-behaviour.md#listing-cache_expiration); the log line says whether it did."""
     system = gateways.system
     before = gateways.blobs("vps")
     _new_snapshot(gateways, "vps")
@@ -132,7 +134,9 @@ def test_maintenance_on_the_owner_through_a_stale_listing_keeps_what_the_other_h
     new_blobs = gateways.blobs("vps") - before
     assert any(key.startswith(f"{PREFIX}p") for key in new_blobs), new_blobs  # a pack of new content
     unseen = new_blobs - gateways.blobs("sakamoto")
-    assert unseen, "sakamoto's gateway listed vps's new blobs at once: its listing is not cached"
+    # The index blob is what tells a reader the new snapshot's contents exist: the owner opens the repository
+    # (and plans its GC) from a listing without it.
+    assert any(key.startswith(f"{PREFIX}x") for key in unseen), f"listed at once: {new_blobs - unseen}"
     started = time.monotonic()
     maintenance = system.kopia("sakamoto", "maintenance run --full", check=False)
     took = time.monotonic() - started
@@ -144,7 +148,6 @@ def test_maintenance_on_the_owner_through_a_stale_listing_keeps_what_the_other_h
     )
     assert maintenance.returncode == 0, maintenance.stdout + maintenance.stderr
     assert "Finished full maintenance" in maintenance.stderr, maintenance.stderr[-2000:]
-    assert still_unseen, "the listing was renewed during maintenance: the window was not stale throughout"
     wait_for(
         "sakamoto's gateway to list vps's new blobs",
         lambda: not new_blobs - gateways.blobs("sakamoto"),
