@@ -9,14 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, PlainSerializer, PlainValidator, WithJsonSchema
 
 from components.config.problems import key_of
-
-if TYPE_CHECKING:
-    from components.config.stack import StackConfig
 
 
 @dataclass(frozen=True)
@@ -75,8 +72,9 @@ SecretReference = Annotated[
 ]
 
 
-def secret_references(config: StackConfig) -> list[tuple[str, SecretRef]]:
-    """Every secret reference of the stack with its fully qualified key, in the models' order."""
+def secret_references(config: BaseModel) -> list[tuple[str, SecretRef]]:
+    """Every secret reference of a stack's config (a `StackConfig`) with its fully qualified key, in the models'
+    order. Typed as any model so that this module, which the models import, imports none of them."""
     found: list[tuple[str, SecretRef]] = []
 
     def walk(value: Any, loc: tuple[int | str, ...]) -> None:
