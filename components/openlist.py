@@ -130,7 +130,7 @@ class OpenListGateway(pulumi.ComponentResource):
             ssh=args.ssh,
             ssh_target=args.ssh_target,
             endpoint={"host": host, "port": port, "tls": tls},
-            container=None,  # not ours to restart: the README says when it needs one
+            container=None,  # not ours: restarted by openlist.restartCommand, or the up stops and says so
             secrets=args.secrets,
             bucket=args.bucket,
             opts=pulumi.ResourceOptions(parent=self),
@@ -156,6 +156,7 @@ def settings_resource(
         target=ssh_target,
         endpoint=endpoint,
         container=container,
+        restart_command=settings.restart_command,
         admin_username=settings.admin_username,
         admin_password=secrets.admin_password,
         storage=storage_spec(settings),

@@ -13,7 +13,8 @@ hold what the stack declares, and nothing is left to its web UI:
   OpenList's fake `ThisIsAnEmptyFolderInTheS3Bucket` object, which makes `kopia repository create` fail;
 - the S3 keys and the bucket map, saved as FULL setting rows with `flag: 1` (private): a bare key/value
   row is saved as public and shows at `/api/public/settings` without login. OpenList reads them at start
-  only, so a change restarts the container (when this stack deploys it); nothing else ever restarts it.
+  only, so a change restarts it: the container this stack deploys, or another with the stack's
+  `openlist.restartCommand` (without one the `up` stops and says so); nothing else ever restarts it.
 
 `read` logs in and reports what OpenList holds (the storage's declared fields and status, the folder,
 the S3 rows and their flags; secret values only as a digest kept secret in state), so `pulumi refresh`
@@ -433,13 +434,29 @@ def apply_s3_settings(api: AdminApi, props: Mapping[str, Any]) -> bool:
 
 
 def restart(api: AdminApi, props: Mapping[str, Any]) -> None:
-    """OpenList reads the S3 keys at start only: restart the container and wait until it answers."""
-    container = props["container"]
+    """OpenList reads the S3 keys at start only: restart it and wait until it answers.
+
+    The container this stack deploys is restarted with `docker restart`; an OpenList it only configures,
+    with the stack's `openlist.restartCommand` on its host. Without one the `up` stops here, saying what to
+    do: until that restart the S3 port keeps the old keys, or on a first configuration has none at all. The
+    next `up` finds the rows saved and goes on (nothing to restart for)."""
+    container, command = props.get("container"), props.get("restartCommand")
+    what = "restarting OpenList after saving the S3 settings"
+    if container:
+        command, doing = f"docker restart {shlex.quote(container)}", f"restarting {container}"
+    elif command:
+        doing = "running openlist.restartCommand"
+    else:
+        raise OpenListApiError(
+            what,
+            "the S3 keys are saved, but OpenList reads them at start only and this stack does not run it: "
+            "restart it (e.g. kubectl rollout restart), or set openlist.restartCommand, then run pulumi up again",
+        )
     try:
-        run_on_host(props["ssh"], f"docker restart {shlex.quote(container)}", f"restarting {container}")
+        run_on_host(props["ssh"], command, doing)
     except RemoteError as error:
-        raise OpenListApiError("restarting OpenList after saving the S3 settings", str(error)) from None
-    wait_until_it_answers(api, props, "restarting OpenList after saving the S3 settings")
+        raise OpenListApiError(what, str(error)) from None
+    wait_until_it_answers(api, props, what)
 
 
 def wait_until_it_answers(api: AdminApi, props: Mapping[str, Any], what: str) -> None:
@@ -500,7 +517,7 @@ def apply(props: Mapping[str, Any], olds: Mapping[str, Any] | None = None) -> di
         # The bucket's folder only; Kopia writes the prefix folder with its first blob.
         folder = props["bucket"]["folder"]
         api.call("POST", "/api/fs/mkdir", f"making the bucket folder {folder}", {"path": folder})
-        if apply_s3_settings(api, props) and props.get("container"):
+        if apply_s3_settings(api, props):
             restart(api, props)
         live, live_secrets = observe(api, props)
     return outputs(props, live, live_secrets)
@@ -534,7 +551,8 @@ SECRET_OUTPUTS = ["adminPassword", "s3Keys", "storageSecrets", "liveSecretsSha25
 
 class OpenListSettingsProvider(ResourceProvider):
     """Inputs: ssh (argv), target (user@host:port), endpoint {host, port, tls} as the host reaches the web
-    port, container (name, or None for an OpenList this stack does not deploy), adminUsername,
+    port, container (name, or None for an OpenList this stack does not deploy), restartCommand (for one it
+    does not deploy, or None), adminUsername,
     adminPassword, storage {driver, mountPath, cacheExpiration, webProxy, fields}, storageSecrets,
     bucket {name, folder}, s3Keys {accessKeyId, secretAccessKey}."""
 
@@ -556,7 +574,9 @@ class OpenListSettingsProvider(ResourceProvider):
         wanted, wanted_secrets = desired_state(news)
         drifted = olds.get("live") != wanted or olds.get("liveSecretsSha256") != wanted_secrets
         rewritten = olds.get("writtenSha256") != digest(written_fields(news))
-        moved = any(olds.get(k) != news.get(k) for k in ("ssh", "container", "adminUsername", "adminPassword"))
+        moved = any(
+            olds.get(k) != news.get(k) for k in ("ssh", "container", "restartCommand", "adminUsername", "adminPassword")
+        )
         return DiffResult(changes=bool(replaces) or drifted or rewritten or moved, replaces=replaces)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -585,6 +605,7 @@ class OpenListSettings(Resource, module="homelab", name="OpenListSettings"):
         target: str,
         endpoint: Mapping[str, Any],
         container: pulumi.Input[str] | None,
+        restart_command: str | None,
         admin_username: str,
         admin_password: pulumi.Input[str],
         storage: Mapping[str, Any],
@@ -598,6 +619,7 @@ class OpenListSettings(Resource, module="homelab", name="OpenListSettings"):
             "target": target,
             "endpoint": dict(endpoint),
             "container": container,
+            "restartCommand": restart_command,
             "adminUsername": admin_username,
             "adminPassword": pulumi.Output.secret(admin_password),
             "storage": dict(storage),

@@ -10,8 +10,9 @@ listing expires. The main e2e deployment cannot show that: its Local storage is 
   caches like 189CloudPC;
 - the VPS's OpenList is deployed and configured by `pulumi up --stack e2e-vps`, as always;
 - the cluster's OpenList is a plain container started here (it stands in for the user's pod, which the
-  program does not deploy); `pulumi up --stack e2e-sakamoto` configures it through `openlist.adminUrl`,
-  and it is then restarted once, as the README tells the user to (OpenList reads its S3 keys at start);
+  program does not deploy); `pulumi up --stack e2e-sakamoto` configures it through `openlist.adminUrl`
+  and restarts it with `openlist.restartCommand` (`docker restart`, where a user's would be `kubectl
+  rollout restart`), since OpenList reads its S3 keys at start only;
 - sakamoto's Kopia writes through the cluster's gateway, the VPS's through its own.
 
 `measure_visibility` times how long an object written through one gateway takes to show in the other's
@@ -62,6 +63,7 @@ class TwoGateways:
     system: System
     cache_minutes: int
     cluster: infra.OpenListContainer | None = None
+    cluster_first_start: str = ""  # when the cluster's OpenList started, before any `pulumi up` touched it
     timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -78,7 +80,7 @@ class TwoGateways:
     # ------------------------------------------------------------ deploy
 
     def deploy(self) -> None:
-        """`pulumi up` vps, start the cluster's OpenList, `pulumi up` sakamoto, restart the cluster's once."""
+        """`pulumi up` vps, start the cluster's OpenList (the user's, before any deploy), `pulumi up` sakamoto."""
         system = self.system
         system.prepare_host()  # takes the run lock; the fixed names below are ours now
         infra.docker("rm", "-f", CLUSTER_OPENLIST, check=False)
@@ -91,8 +93,8 @@ class TwoGateways:
             self.cluster = infra.start_openlist(CLUSTER_OPENLIST, NETWORK, CLUSTER_DATA)
             # The user's gateway has an admin password; the stack is given it (README, "The cluster's gateway").
             infra.OpenListAdmin.set_admin_password(CLUSTER_OPENLIST, system.secrets["clusterAdminPassword"])
+            self.cluster_first_start = self.cluster_started()
         self.up("sakamoto")
-        self.restart_cluster()  # README: restart it after its S3 keys change
         system._make_oracle()
 
     def up(self, stack: str) -> None:
@@ -107,6 +109,8 @@ class TwoGateways:
             openlist = {
                 "adminUrl": self.cluster.web_url,  # as sakamoto (this machine's sshd) reaches it
                 "adminPassword": "config:clusterAdminPassword",
+                # run on sakamoto (this machine's sshd) after its S3 keys change
+                "restartCommand": f"docker restart {CLUSTER_OPENLIST}",
                 "storage": sftp_storage(self.system.ssh_host, self.cache_minutes),
             }
         started = time.monotonic()
@@ -119,12 +123,9 @@ class TwoGateways:
         self.up("vps")
         self.up("sakamoto")
 
-    def restart_cluster(self) -> None:
-        assert self.cluster is not None
-        with infra.timed(f"restart {CLUSTER_OPENLIST} (README: after an S3 key change)"):
-            infra.docker("restart", CLUSTER_OPENLIST)
-            infra.wait_openlist(self.cluster)
-            infra.wait_until(f"{CLUSTER_OPENLIST}'s S3 port", lambda: infra.s3_port_answers(self.cluster), 60)
+    def cluster_started(self) -> str:
+        """The cluster's OpenList's `State.StartedAt` (a restart changes it)."""
+        return str(self.system.inspect(CLUSTER_OPENLIST)["State"]["StartedAt"])
 
     def destroy(self) -> None:
         # First: it is attached to the VPS stack's network, which `pulumi destroy` removes.

@@ -293,6 +293,13 @@ class OpenList(Model):
         description="an OpenList this stack does not deploy: its web address as this host reaches it "
         "(the program configures it through an SSH tunnel to this host)",
     )
+    restart_command: str | None = Field(
+        default=None,
+        alias="restartCommand",
+        min_length=1,
+        description="with adminUrl: the shell command, run on this host over SSH, that restarts that OpenList "
+        "(e.g. 'kubectl -n media rollout restart deployment/openlist'); it reads its S3 keys at start only",
+    )
     admin_username: str = Field(default="admin", alias="adminUsername", pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
     admin_password: SecretReference = Field(alias="adminPassword", description="the admin login's password")
     storage: OpenListStorage = Field(default_factory=OpenListStorage)

@@ -279,9 +279,19 @@ def _openlist_credentials_are_references(config: StackConfig) -> list[Problem]:
 
 
 def _openlist_gateway_is_configured_not_deployed(config: StackConfig) -> list[Problem]:
-    """With adminUrl the stack configures an OpenList it does not run: container and ports are not its own."""
-    if config.openlist is None or config.openlist.deployed:
+    """With adminUrl the stack configures an OpenList it does not run: container and ports are not its own;
+    without it, the program restarts its own OpenList and takes no restart command."""
+    if config.openlist is None:
         return []
+    if config.openlist.deployed:
+        if config.openlist.restart_command is None:
+            return []
+        return [
+            (
+                f"{PROJECT}:openlist.restartCommand",
+                "applies only with openlist.adminUrl: the OpenList this stack deploys is restarted by the program",
+            )
+        ]
     deploy_only = {"container_name": "containerName", "web_port": "webPort", "s3_port": "s3Port"}
     return [
         (

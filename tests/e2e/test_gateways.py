@@ -53,8 +53,9 @@ def test_sakamotos_up_configures_the_cluster_gateway_it_does_not_deploy(gateways
     public = admin.public_settings()
     for value in system.secret_values:
         assert value not in public, "a secret is readable without login"
-    # The README's one step for this gateway, a restart after its S3 keys changed, was done: they are in force.
+    # sakamoto's up restarted it with openlist.restartCommand after saving the S3 keys: they are in force.
     assert gateways.cluster is not None
+    assert gateways.cluster_started() != gateways.cluster_first_start, "sakamoto's up did not restart it"
     status, body = infra.s3_anonymous_get(f"{gateways.cluster.s3_url}/{BUCKET}/")
     assert status == 403, body
     # sakamoto's repository lives on the drive the gateway serves, and sakamoto snapshots through it.
@@ -64,10 +65,10 @@ def test_sakamotos_up_configures_the_cluster_gateway_it_does_not_deploy(gateways
 
 def test_a_second_up_leaves_the_cluster_gateway_as_it_is(gateways: TwoGateways):
     modified = gateways.cluster_admin().storage("/189")["modified"]
-    started = gateways.system.inspect(gateways.cluster.name)["State"]["StartedAt"]  # type: ignore[union-attr]
+    started = gateways.cluster_started()
     gateways.up("sakamoto")
     assert gateways.cluster_admin().storage("/189")["modified"] == modified, "an unchanged config rewrote it"
-    assert gateways.system.inspect(gateways.cluster.name)["State"]["StartedAt"] == started  # type: ignore[union-attr]
+    assert gateways.cluster_started() == started, "an unchanged config restarted it"
     if gateways.system.tier == "engine":
         gateways.system.deployments["sakamoto"].preview_refresh(expect_no_changes=True)
 

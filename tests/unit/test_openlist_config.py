@@ -287,3 +287,55 @@ def test_numbers_pulumi_hands_over_as_floats_go_to_openlist_as_ints():
     body = oc.storage_body(p, live=None, defaults={}, write_managed=False)
     assert '"cache_expiration": 1,' in json.dumps(body)
     assert json.loads(body["addition"])["n"] == 3 and json.loads(body["addition"])["x"] == 0.5
+
+
+# ---------------------------------------------------------------- restart after the S3 settings change
+
+
+class _Answers:
+    """OpenList's admin API as `restart` uses it: it answers /ping."""
+
+    def ping(self) -> bool:
+        return True
+
+
+def _restart_runs(monkeypatch: pytest.MonkeyPatch, **changes: object) -> list[str]:
+    ran: list[str] = []
+    monkeypatch.setattr(oc, "run_on_host", lambda ssh, command, what: ran.append(command) or "")
+    oc.restart(_Answers(), props(**changes))  # type: ignore[arg-type]
+    return ran
+
+
+def test_the_openlist_this_stack_deploys_is_restarted_with_docker(monkeypatch):
+    assert _restart_runs(monkeypatch) == ["docker restart openlist"]
+
+
+def test_a_gateway_is_restarted_with_the_stacks_restart_command(monkeypatch):
+    command = "kubectl -n media rollout restart deployment/openlist"
+    assert _restart_runs(monkeypatch, container=None, restartCommand=command) == [command]
+
+
+def test_a_gateway_without_a_restart_command_stops_the_up_saying_what_to_do(monkeypatch):
+    with pytest.raises(oc.OpenListApiError) as stopped:
+        _restart_runs(monkeypatch, container=None, restartCommand=None)
+    message = str(stopped.value)
+    assert "reads them at start only" in message
+    assert "set openlist.restartCommand, then run pulumi up again" in message
+
+
+def test_a_restart_command_is_refused_for_the_openlist_this_stack_deploys():
+    values = {k.split(":", 1)[1]: v for k, v in stack_config("vps").items() if k.startswith("homelab-backup:")}
+    values["openlist"] = {**values["openlist"], "restartCommand": "docker restart openlist"}
+    assert _problems(values) == [
+        (
+            "homelab-backup:openlist.restartCommand",
+            "applies only with openlist.adminUrl: the OpenList this stack deploys is restarted by the program",
+        )
+    ]
+
+
+def test_sakamotos_gateway_gets_its_restart_command(key_vault):
+    command = "kubectl rollout restart deployment/openlist"
+    openlist = {**stack_config("sakamoto")["homelab-backup:openlist"], "restartCommand": command}
+    run = run_committed_stack("sakamoto", key_vault, **{"homelab-backup:openlist": openlist})
+    assert unwrap_all(run.one(SETTINGS, "openlist-gateway-settings").inputs)["restartCommand"] == command
