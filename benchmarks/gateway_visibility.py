@@ -37,6 +37,12 @@ def measure_both_ways(gateways: TwoGateways, minutes: int) -> list[Visibility]:
         return [run.result() for run in runs]
 
 
+def worst(measured: list[Visibility]) -> float | None:
+    """The longest delay, or None when an object was never listed within the timeout."""
+    seconds = [v.seconds for v in measured]
+    return None if None in seconds else max(s for s in seconds if s is not None)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-minutes", default="0,1,30", help="comma-separated; the first is the baseline")
@@ -55,7 +61,7 @@ def main() -> int:
         finally:
             gateways.destroy()
     baseline = settings[0]
-    worst_baseline = max(v.seconds or float("inf") for v in results[baseline])
+    worst_baseline = worst(results[baseline])
     report = {
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "tier": gateways.system.tier,
@@ -65,10 +71,10 @@ def main() -> int:
             {
                 "cache_minutes": minutes,
                 "measurements": [asdict(v) for v in measured],
-                "worst_seconds": max(v.seconds or float("inf") for v in measured),
-                "worst_minus_baseline_seconds": round(
-                    max(v.seconds or float("inf") for v in measured) - worst_baseline, 1
-                ),
+                "worst_seconds": worst(measured),
+                "worst_minus_baseline_seconds": None
+                if worst(measured) is None or worst_baseline is None
+                else round(worst(measured) - worst_baseline, 1),  # type: ignore[operator]
                 "within_cache_expiration": all(
                     v.seconds is not None and v.seconds <= minutes * 60 + SLACK_SECONDS for v in measured
                 ),
