@@ -35,7 +35,6 @@ import shutil
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +42,7 @@ from benchmarks import model
 from components import config as program_config
 from components import render
 from testbed import infra
-from testbed.s3 import NS, S3Client
+from testbed.s3 import S3Client
 from testbed.system import (
     BASE,
     BUCKET_ON_HOST,
@@ -51,6 +50,7 @@ from testbed.system import (
     KOPIA_DATA_DIR,
     OPENLIST,
     SOURCES,
+    WITH_SECRETS,
     real_parts,
     say,
     stack_config,
@@ -239,8 +239,6 @@ class Meter:
 
 # ---------------------------------------------------------------- Kopia in the deployed container
 
-WITH_SECRETS = ". /app/deploy/secrets.env && "
-
 
 @dataclass
 class ContainerKopia:
@@ -323,21 +321,8 @@ def run_variant(kopia: ContainerKopia, meter: Meter, variant: Variant, index: in
 
 def s3_list_all(client: S3Client, prefix: str) -> tuple[int, int]:
     """ListObjectsV2 of a prefix, every page, as Kopia's S3 client does: (keys, pages)."""
-    keys = pages = 0
-    token = None
-    while True:
-        query = {"list-type": "2", "prefix": prefix}
-        if token:
-            query["continuation-token"] = token
-        answer = client.request("GET", "/kopia", query)
-        if answer.status != 200:
-            raise RuntimeError(f"list {prefix}: HTTP {answer.status} {answer.body[:200]!r}")
-        root = ET.fromstring(answer.body)  # noqa: S314 (our own test server's answer)
-        pages += 1
-        keys += len(list(root.iter(f"{NS}Contents")))
-        token = root.findtext(f"{NS}NextContinuationToken") or root.findtext(f"{NS}NextMarker")
-        if root.findtext(f"{NS}IsTruncated") != "true" or not token:
-            return keys, pages
+    pages = [len(page) for page in client.list_pages("kopia", prefix)]
+    return sum(pages), len(pages)
 
 
 def add_fake_packs(folder: Path, target: int, rng: random.Random) -> int:

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
@@ -71,23 +72,27 @@ class S3Client:
         except urllib.error.HTTPError as error:
             return S3Response(error.code, dict(error.headers), error.read())
 
-    def list_keys(self, bucket: str, prefix: str, *, every_page: bool = False) -> list[tuple[str, str]]:
-        """(key, LastModified) of ListObjectsV2: the first page, or `every_page` (as Kopia lists)."""
-        keys: list[tuple[str, str]] = []
+    def list_pages(self, bucket: str, prefix: str) -> Iterator[list[tuple[str, str]]]:
+        """ListObjectsV2 of a prefix, page after page as Kopia's S3 client asks for them: (key, LastModified)."""
         query = {"list-type": "2", "prefix": prefix}
         while True:
             answer = self.request("GET", f"/{bucket}", query)
             if answer.status != 200:
                 raise RuntimeError(f"list {bucket}/{prefix}: HTTP {answer.status} {answer.body[:200]!r}")
             root = ET.fromstring(answer.body)  # noqa: S314 (our own test server's answer)
-            keys += [
+            yield [
                 (item.findtext(f"{NS}Key") or "", item.findtext(f"{NS}LastModified") or "")
                 for item in root.iter(f"{NS}Contents")
             ]
-            token = root.findtext(f"{NS}NextContinuationToken")
-            if not every_page or root.findtext(f"{NS}IsTruncated") != "true" or not token:
-                return keys
+            token = root.findtext(f"{NS}NextContinuationToken") or root.findtext(f"{NS}NextMarker")
+            if root.findtext(f"{NS}IsTruncated") != "true" or not token:
+                return
             query = {**query, "continuation-token": token}
+
+    def list_keys(self, bucket: str, prefix: str, *, every_page: bool = False) -> list[tuple[str, str]]:
+        """(key, LastModified) of the first page, or of `every_page`."""
+        pages = self.list_pages(bucket, prefix)
+        return [key for page in pages for key in page] if every_page else next(pages)
 
     def put(self, bucket: str, key: str, body: bytes) -> None:
         answer = self.request("PUT", f"/{bucket}/{key}", body=body)

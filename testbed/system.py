@@ -60,6 +60,8 @@ OPENLIST_DATA_ON_HOST = Path(openlist_component.data_dir_on_host(load_namespace(
 DRIVE_ON_HOST = OPENLIST_DATA_ON_HOST / Path(DRIVE_IN_CONTAINER).relative_to(infra.OPENLIST_DATA_DIR)
 BUCKET_ON_HOST = DRIVE_ON_HOST / _CONFIG["vps"]["homelab-backup:repository"]["bucket"]
 OPENLIST_WEB_URL = f"http://{ADDRESS['vps']}:{_OPENLIST['webPort']}"
+#: what a shell in a Kopia container runs first to use the repository (README: in-container commands)
+WITH_SECRETS = f". {render.DEPLOY_DIR}/{render.SECRETS_ENV} && "
 
 
 say = infra.say
@@ -259,8 +261,7 @@ class System:
 
     def kopia(self, stack: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
         """`kopia <command>` inside the host's container, its secrets sourced first, as the README's commands do."""
-        secrets_env = f"{render.DEPLOY_DIR}/{render.SECRETS_ENV}"
-        return self.docker("exec", KOPIA[stack], "sh", "-c", f". {secrets_env} && kopia {command}", check=check)
+        return self.docker("exec", KOPIA[stack], "sh", "-c", f"{WITH_SECRETS}kopia {command}", check=check)
 
     def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.deployments["vps"].docker(*args, check=check)
