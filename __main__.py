@@ -10,8 +10,10 @@ import pulumi_docker as docker
 from pulumi.runtime import config as runtime_config
 from pulumi_azure_native import authorization
 
-from components import hosts, render
-from components.config import PROJECT, ConfigError, load_namespace, secret_references
+from components import dumps, hosts, render
+from components.config import DUMPS_DIR, PROJECT, ConfigError, SecretRef, load_namespace, secret_references
+from components.dumps import DatabaseDump, DatabaseDumpArgs
+from components.host_files import RemoteError
 from components.kopia_node import KopiaNode, KopiaNodeArgs, KopiaSecrets
 from components.openlist import OpenList, OpenListArgs, OpenListGateway, OpenListGatewayArgs, OpenListSecrets
 from components.secrets import KEY_VAULT_RESOURCE, SecretReadError, SecretsError, read_secrets
@@ -58,6 +60,10 @@ try:
         stack=pulumi.get_stack(),
         secret_keys={key for key in values if pulumi.runtime.is_config_secret(key)},
     )
+    # The containers the dumps read from (PostgreSQL, MinIO) must be on the host: asked (a read) before any resource.
+    database_containers = dumps.inspect_containers(hosts.ssh_command(config.host), dumps.database_containers(config))
+    if problems := dumps.container_problems(config, database_containers):
+        raise ConfigError(problems)
     plain_secrets = read_secrets(
         secret_references(config),
         config_secret=config_secret,
@@ -65,7 +71,7 @@ try:
         url_template=config.key_vault.url_template,
         api_version=config.key_vault.api_version,
     )
-except (ConfigError, SecretsError) as error:
+except (ConfigError, SecretsError, RemoteError) as error:
     # RunError: Pulumi prints the message alone, without a Python traceback.
     raise pulumi.RunError(str(error)) from None
 
@@ -93,7 +99,7 @@ else:
         name=host.network.name, opts=pulumi.InvokeOutputOptions(provider=docker_provider)
     ).name
 
-openlist = None
+openlist = gateway = None
 if config.openlist is not None:
     # OpenList signs S3 requests with the keys Kopia uses: one home for them, kopia.s3.
     openlist_secrets = OpenListSecrets(
@@ -101,6 +107,9 @@ if config.openlist is not None:
         storage_fields={f: secret(f"openlist.storage.secretFields.{f}") for f in config.openlist.storage.secret_fields},
         s3_access_key_id=secret("kopia.s3.accessKeyId"),
         s3_secret_access_key=secret("kopia.s3.secretAccessKey"),
+        restart_command=secret("openlist.restartCommand")
+        if isinstance(config.openlist.restart_command, SecretRef)
+        else None,
     )
     if config.deploys_openlist:
         openlist = OpenList(
@@ -118,7 +127,7 @@ if config.openlist is not None:
             opts=on_host,
         )
     else:
-        OpenListGateway(
+        gateway = OpenListGateway(
             "openlist-gateway",
             OpenListGatewayArgs(
                 settings=config.openlist,
@@ -128,6 +137,14 @@ if config.openlist is not None:
                 bucket=config.repository.bucket,
             ),
         )
+
+# Kopia writes through a gateway only once that gateway holds the declared S3 keys in force.
+if openlist is not None:
+    s3_endpoint = openlist.internal_s3_endpoint
+elif gateway is not None:
+    s3_endpoint = gateway.once_keys_in_force(secret("kopia.s3.endpoint"))
+else:
+    s3_endpoint = secret("kopia.s3.endpoint")
 
 kopia = KopiaNode(
     "kopia",
@@ -148,12 +165,15 @@ kopia = KopiaNode(
             s3_access_key_id=secret("kopia.s3.accessKeyId"),
             s3_secret_access_key=secret("kopia.s3.secretAccessKey"),
             heartbeat_url=secret("kopia.health.heartbeatUrl") if config.kopia.health.heartbeat_url else None,
+            previous_repository_password=secret("kopia.secrets.previousRepositoryPassword")
+            if config.kopia.secrets.previous_repository_password
+            else None,
             notifications={
                 p.name: {role: secret(f"notifications[{i}].{key}") for role, key in p.secret_keys().items()}
                 for i, p in enumerate(config.notifications)
             },
         ),
-        s3_endpoint=openlist.internal_s3_endpoint if openlist else secret("kopia.s3.endpoint"),
+        s3_endpoint=s3_endpoint,
         network_name=network_name,
         ssh=ssh,
         ssh_target=ssh_target,
@@ -161,10 +181,46 @@ kopia = KopiaNode(
     opts=on_host,
 )
 
+# One container per declared dump, beside the database it reads (docs/decisions.md, "Live data").
+database_dumps = {}
+for i, source in enumerate(config.kopia.sources):
+    for j, dump in enumerate(source.dumps):
+        served = dump.postgres or dump.minio
+        running = database_containers[served.container] if served else None
+        at = f"kopia.sources[{i}].dumps[{j}]"
+        database_dumps[dump.name] = DatabaseDump(
+            f"dump-{dump.name}",
+            DatabaseDumpArgs(
+                source=source,
+                dump=dump,
+                interval_seconds=config.schedule.interval_seconds,
+                container_name=f"{config.kopia.container_name}-dump-{dump.name}",
+                # PostgreSQL: the database container's own image (its pg_dump matches its server); else declared.
+                image=running.image if dump.postgres and running else (dump.minio or dump.sqlite).image,  # type: ignore[union-attr]
+                network=dumps.dump_network(dump, running) if running else None,
+                config_dir=host.config_dir,
+                timezone=host.timezone,
+                ssh=ssh,
+                ssh_target=ssh_target,
+                password=secret(f"{at}.postgres.password") if dump.postgres else None,
+                minio_keys=(secret(f"{at}.minio.accessKey"), secret(f"{at}.minio.secretKey")) if dump.minio else None,
+            ),
+            opts=on_host,
+        )
+
 pulumi.export("kopia_server_url", kopia.server_url)
 pulumi.export("kopia_tls_fingerprint", kopia.tls_fingerprint)
 pulumi.export("kopia_identity", kopia.identity)
 pulumi.export("backup_sources", kopia.sources)
+if database_dumps:  # what each dump writes where, and when: visible in `pulumi preview` and the stack outputs
+    pulumi.export(
+        "database_dumps",
+        {
+            d.name: f"{d.kind} -> {s.host_path}/{DUMPS_DIR}/{d.file_name}, {d.lead_seconds}s before each snapshot"
+            for s in config.kopia.sources
+            for d in s.dumps
+        },
+    )
 if openlist is not None:
     pulumi.export("openlist_web_url", openlist.web_url)
     pulumi.export("openlist_s3_url", openlist.s3_url)

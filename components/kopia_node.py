@@ -29,6 +29,8 @@ class KopiaSecrets:
     s3_access_key_id: pulumi.Output[str]
     s3_secret_access_key: pulumi.Output[str]
     heartbeat_url: pulumi.Output[str] | None = None
+    #: only while the maintenance owner changes the repository password: the one the repository opens with now
+    previous_repository_password: pulumi.Output[str] | None = None
     #: per declared notification profile (by name): its secrets by role, as `NotificationProfile.secret_keys()`
     notifications: Mapping[str, Mapping[str, pulumi.Output[str]]] = field(default_factory=dict)
 
@@ -73,7 +75,7 @@ class KopiaNode(pulumi.ComponentResource):
             ssh=args.ssh,
             target=args.ssh_target,
             directory=args.host.config_dir,
-            files=files,
+            files={**files, **self._files_read_at_start_only()},
             secret_files=render.SECRET_FILES | {render.notification_file(p.name) for p in args.notifications},
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -111,7 +113,12 @@ class KopiaNode(pulumi.ComponentResource):
         return {
             render.REPOSITORY_CONFIG: pulumi.Output.secret(storage.apply(render.render_repository_config)),
             render.STORAGE_TOKEN: pulumi.Output.secret(storage.apply(render.render_storage_token)),
-            render.POLICY_JSON: render.render_policy_json(args.policy, args.schedule),
+            render.POLICY_JSON: render.render_policy_json(
+                args.policy,
+                args.schedule,
+                render.dump_dir_targets(args.params.identity, args.kopia.sources),
+                render.mirror_dir_targets(args.params.identity, args.kopia.sources),
+            ),
             render.SECRETS_ENV: pulumi.Output.secret(
                 pulumi.Output.all(
                     secrets.repository_password,
@@ -123,6 +130,16 @@ class KopiaNode(pulumi.ComponentResource):
             ),
             **{render.notification_file(p.name): self._notification_profile(p) for p in args.notifications},
         }
+
+    def _files_read_at_start_only(self) -> dict[str, pulumi.Input[str]]:
+        """Files outside the container's restart digest: the previous repository password, which the start
+        script reads only when the declared one does not open the repository. Declaring it together with a new
+        password restarts Kopia (secrets.env changes); removing it once the password has changed restarts
+        nothing, so no snapshot is interrupted for it."""
+        previous = self._args.secrets.previous_repository_password
+        if previous is None:
+            return {}
+        return {render.PREVIOUS_PASSWORD_ENV: pulumi.Output.secret(previous.apply(render.render_previous_password_env))}
 
     def _notification_profile(self, profile: NotificationProfile) -> pulumi.Output[str]:
         secrets = self._args.secrets.notifications[profile.name]
@@ -169,7 +186,7 @@ class KopiaNode(pulumi.ComponentResource):
             docker.ContainerVolumeArgs(host_path=f"{data}/cache", container_path=render.CACHE_DIR),
             docker.ContainerVolumeArgs(host_path=f"{data}/logs", container_path=render.LOGS_DIR),
             docker.ContainerVolumeArgs(host_path=f"{data}/state", container_path=render.STATE_DIR),
-            # The sources are read-only: the UI restores here (the README's "Restore").
+            # The sources are read-only: the UI restores here (docs/operations.md, "Restore").
             docker.ContainerVolumeArgs(host_path=f"{data}/restore", container_path=render.RESTORE_DIR),
         ]
         # The sources as bind *mounts*: Docker refuses to start when a source's host path is missing (a disk

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
-from components.config import Host, parse_admin_url
+from components.config import Host, SecretRef, parse_admin_url
 from components.config import OpenList as OpenListConfig
 from components.host_files import OwnedDirectory, RemotePath
 from components.openlist_config import OpenListSettings
@@ -41,6 +41,7 @@ class OpenListSecrets:
     storage_fields: dict[str, pulumi.Input[str]]  # openlist.storage.secretFields, by field name
     s3_access_key_id: pulumi.Input[str]  # the same keys Kopia signs with
     s3_secret_access_key: pulumi.Input[str]
+    restart_command: pulumi.Input[str] | None = None  # openlist.restartCommand, when it is a secret reference
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class OpenList(pulumi.ComponentResource):
             ssh=args.ssh,
             ssh_target=args.ssh_target,
             endpoint={"host": host.deploy_address, "port": settings.web_port, "tls": False},
+            s3_endpoint={"host": host.deploy_address, "port": settings.s3_port, "tls": False},
             container=container.name,
             secrets=args.secrets,
             bucket=args.bucket,
@@ -122,20 +124,32 @@ class OpenListGateway(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: OpenListGatewayArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("homelab:index:OpenListGateway", name, None, opts)
-        assert args.settings.admin_url is not None, "a gateway is an OpenList given by its admin URL"
-        host, port, tls = parse_admin_url(args.settings.admin_url)
-        settings_resource(
+        settings = args.settings
+        assert settings.admin_url is not None, "a gateway is an OpenList given by its admin URL"
+        assert settings.s3_url is not None, "required with adminUrl (config rules)"
+        host, port, tls = parse_admin_url(settings.admin_url)
+        s3_host, s3_port, s3_tls = parse_admin_url(settings.s3_url)
+        self._configured = settings_resource(
             f"{name}-settings",
-            args.settings,
+            settings,
             ssh=args.ssh,
             ssh_target=args.ssh_target,
             endpoint={"host": host, "port": port, "tls": tls},
+            s3_endpoint={"host": s3_host, "port": s3_port, "tls": s3_tls},
             container=None,  # not ours: restarted by openlist.restartCommand, or the up stops and says so
             secrets=args.secrets,
             bucket=args.bucket,
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.register_outputs({})
+
+    def once_keys_in_force(self, s3_endpoint: pulumi.Input[str]) -> pulumi.Output[str]:
+        """`s3_endpoint`, known only once this gateway holds the declared keys in force: a Kopia given it is
+        created after that. Before, the gateway may serve S3 without authentication, and the restart that puts
+        the keys in force would cut Kopia's uploads in the middle (with a drive that writes in place, such as
+        SFTP or Local, a blob cut short stays, and every reader fails on it). On a rotation, new keys reach Kopia
+        only after the gateway enforces them: a stopped `up` leaves Kopia on the keys the gateway still takes."""
+        return pulumi.Output.all(s3_endpoint, self._configured.id).apply(lambda values: values[0])
 
 
 def settings_resource(
@@ -145,6 +159,7 @@ def settings_resource(
     ssh: list[str],
     ssh_target: str,
     endpoint: dict,
+    s3_endpoint: dict,
     container: pulumi.Input[str] | None,
     secrets: OpenListSecrets,
     bucket: str,
@@ -155,8 +170,9 @@ def settings_resource(
         ssh=ssh,
         target=ssh_target,
         endpoint=endpoint,
+        s3_endpoint=s3_endpoint,
         container=container,
-        restart_command=settings.restart_command,
+        restart_command=restart_command(settings, secrets),
         admin_username=settings.admin_username,
         admin_password=secrets.admin_password,
         storage=storage_spec(settings),
@@ -165,6 +181,14 @@ def settings_resource(
         s3_keys={"accessKeyId": secrets.s3_access_key_id, "secretAccessKey": secrets.s3_secret_access_key},
         opts=opts,
     )
+
+
+def restart_command(settings: OpenListConfig, secrets: OpenListSecrets) -> pulumi.Input[str] | None:
+    """The gateway's restart command: as declared, or the secret value its reference names."""
+    if isinstance(settings.restart_command, SecretRef):
+        assert secrets.restart_command is not None, "__main__.py reads every secret reference"
+        return pulumi.Output.secret(secrets.restart_command)
+    return settings.restart_command
 
 
 def storage_spec(settings: OpenListConfig) -> dict:

@@ -12,18 +12,24 @@ hold what the stack declares, and nothing is left to its web UI:
 - the bucket folder `<mountPath>/<bucket>`, and never the prefix folder below it: an empty folder lists
   OpenList's fake `ThisIsAnEmptyFolderInTheS3Bucket` object, which makes `kopia repository create` fail;
 - the S3 keys and the bucket map, saved as FULL setting rows with `flag: 1` (private): a bare key/value
-  row is saved as public and shows at `/api/public/settings` without login. OpenList reads them at start
-  only, so a change restarts it: the container this stack deploys, or another with the stack's
-  `openlist.restartCommand` (without one the `up` stops and says so); nothing else ever restarts it.
+  row is saved as public and shows at `/api/public/settings` without login. OpenList reads the keys at start
+  only, so whether they are in force is asked of its S3 port itself on every `up` and refresh: an unsigned
+  request must be refused and one signed with the declared keys accepted (and one signed with the keys they
+  replace refused). When that is not so, OpenList is restarted (the container this stack deploys, or another
+  with the stack's `openlist.restartCommand`; without one the `up` stops and says so), and the restart counts
+  as done only once the S3 port says so: a `/ping` is answered by an old instance too, and a restart command
+  may return before the restart happened (`kubectl rollout restart`). So a restart that failed, or one the
+  user was asked for and did not do, is due again at the next `up`, however the rows were saved.
 
 `read` logs in and reports what OpenList holds (the storage's declared fields and status, the folder,
-the S3 rows and their flags; secret values only as a digest kept secret in state), so `pulumi refresh`
+the S3 rows and their flags, whether its S3 port enforces the keys; secret values only as a digest kept
+secret in state), so `pulumi refresh`
 shows an edit made in the UI and `pulumi up` puts the declared values back. Unchanged config: no write.
 
-The admin API is reached through an SSH tunnel to the stack's host, with the same `ssh` command line
-(pinned host key, the operator's agent) as every other resource: the web port is published on the host's
-deploy address, which the operator's machine may not route to. The tunnel's local end is a Unix socket in
-a private temp dir, so no other local user can use it. Every failed call names the setting it was making
+The admin API and the S3 port are reached through one SSH tunnel to the stack's host, with the same `ssh`
+command line (pinned host key, the operator's agent) as every other resource: the ports are published on
+the host's deploy address, which the operator's machine may not route to. The tunnel's local ends are Unix
+sockets in a private temp dir, so no other local user can use them. Every failed call names the setting it was making
 and carries OpenList's own message. Upstream behaviour: docs/upstream-behaviour.md#the-admin-api.
 """
 
@@ -40,6 +46,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +55,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from components.host_files import RemoteError, run_on_host
+from components.s3_signature import sign
 
 PRIVATE = 1  # model.PRIVATE (internal/model/setting.go): never in /api/public/settings
 S3_GROUP = 9  # model.S3: the settings group of the S3 server
@@ -59,6 +67,10 @@ DRIVER_MANAGED_FIELDS = {"189CloudPC": ("access_token", "refresh_token", "valida
 TUNNEL_TIMEOUT_SECONDS = 20
 HTTP_TIMEOUT_SECONDS = 60
 RESTART_TIMEOUT_SECONDS = 120
+POLL_SECONDS = 1
+#: Consecutive answers of the S3 port that confirm the keys are in force: during a rolling restart a
+#: service may still send a request to the old instance after the new one answered.
+KEYS_CONFIRMATIONS = 3
 # What `./openlist admin random` prints last (cmd/admin.go).
 _RANDOM_PASSWORD = re.compile(r"^password: (\S+)$", re.MULTILINE)
 
@@ -129,6 +141,7 @@ def desired_state(props: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
         "bucketFolder": True,
         "s3Buckets": bucket_map(props["bucket"]["name"], props["bucket"]["folder"]),
         "s3Private": True,
+        "s3KeysInForce": True,
     }
     secrets = {
         S3_ACCESS_KEY_ID: props["s3Keys"]["accessKeyId"],
@@ -264,36 +277,42 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def tunnel_command(ssh: Sequence[str], socket_path: str, host: str, port: int) -> list[str]:
-    """`ssh <options> -N -L <socket>:<host>:<port> user@host`: forwards one local socket to OpenList."""
+def tunnel_command(ssh: Sequence[str], forwards: Mapping[str, tuple[str, int]]) -> list[str]:
+    """`ssh <options> -N -L <socket>:<host>:<port>... user@host`: forwards local sockets to OpenList's ports."""
     *options, destination = ssh
-    forward = ["-N", "-o", "ExitOnForwardFailure=yes", "-L", f"{socket_path}:{host}:{port}"]
-    return [*options, *forward, destination]
+    forward = [arg for path, (host, port) in forwards.items() for arg in ("-L", f"{path}:{_bracketed(host)}:{port}")]
+    return [*options, "-N", "-o", "ExitOnForwardFailure=yes", *forward, destination]
+
+
+def _bracketed(host: str) -> str:
+    """ssh reads an IPv6 address in a forward's target only between brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 @contextlib.contextmanager
-def ssh_tunnel(ssh: Sequence[str], host: str, port: int) -> Iterator[str]:
-    """A Unix socket (in a 0700 temp dir) that reaches `host:port` as the stack's host sees it."""
+def ssh_tunnel(ssh: Sequence[str], targets: Sequence[tuple[str, int]]) -> Iterator[list[str]]:
+    """One Unix socket per `(host, port)` (in a 0700 temp dir), each reaching it as the stack's host sees it."""
     with tempfile.TemporaryDirectory(prefix="homelab-openlist-") as directory:
-        socket_path = str(Path(directory) / "admin.sock")
+        forwards = {str(Path(directory) / f"port-{i}.sock"): target for i, target in enumerate(targets)}
+        where = ", ".join(f"{host}:{port}" for host, port in targets)
         process = subprocess.Popen(
-            tunnel_command(ssh, socket_path, host, port),
+            tunnel_command(ssh, forwards),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
         try:
             deadline = time.monotonic() + TUNNEL_TIMEOUT_SECONDS
-            while not Path(socket_path).exists():
+            while not all(Path(path).exists() for path in forwards):
                 if process.poll() is not None or time.monotonic() > deadline:
                     process.kill()
                     error = process.communicate()[1].decode(errors="replace").strip()
                     raise OpenListApiError(
-                        f"opening an SSH tunnel to {host}:{port} through {ssh[-1]}",
+                        f"opening an SSH tunnel to {where} through {ssh[-1]}",
                         error or f"no tunnel within {TUNNEL_TIMEOUT_SECONDS}s",
                     )
                 time.sleep(0.1)
-            yield socket_path
+            yield list(forwards)
         finally:
             if process.poll() is None:
                 process.terminate()
@@ -325,8 +344,11 @@ class AdminApi:
             connection.close()
         try:
             answer = json.loads(raw)
-        except json.JSONDecodeError:
-            raise OpenListApiError(what, f"HTTP {response.status}, not JSON: {raw[:200]!r}") from None
+        except ValueError:  # not JSON, or not UTF-8
+            # Never the body: a proxy's or a broken server's page can echo the request, the password included.
+            raise OpenListApiError(
+                what, f"HTTP {response.status}, not JSON ({_content_kind(response, len(raw))})"
+            ) from None
         if not isinstance(answer, dict) or answer.get("code") != 200:
             message = scrub(str(answer.get("message") if isinstance(answer, dict) else answer), self._secrets)
             raise OpenListApiError(what, message, answer.get("code") if isinstance(answer, dict) else None)
@@ -348,16 +370,87 @@ class AdminApi:
         self.token = str(data["token"])
 
 
+class S3Port:
+    """OpenList's S3 port, asked whether the keys it took at start are the declared ones.
+
+    A HEAD of the bucket: gofakes3 checks the signature of every request once it has keys, and answers any
+    request when it has none; the bucket is looked up in the settings, without a call to the drive."""
+
+    def __init__(self, connect: Callable[[], http.client.HTTPConnection], netloc: str):
+        self._connect, self.netloc = connect, netloc
+
+    def status(self, bucket: str, keys: Mapping[str, str] | None) -> int | None:
+        """The HTTP status of a HEAD of `bucket`, signed with `keys` or unsigned; None when nothing answers."""
+        path, headers = f"/{bucket}", {}
+        if keys is not None:
+            signed = sign("HEAD", self.netloc, path, access_key=keys["accessKeyId"], secret_key=keys["secretAccessKey"])
+            path, headers = signed.target, signed.headers
+        connection = self._connect()
+        try:
+            connection.request("HEAD", path, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            return response.status
+        except (OSError, http.client.HTTPException):
+            return None
+        finally:
+            connection.close()
+
+    def keys_not_in_force(self, bucket: str, keys: Mapping[str, str], replaced: Mapping[str, str] | None) -> str | None:
+        """None when the S3 port enforces `keys` (and refuses the `replaced` ones); otherwise what it does."""
+        return keys_verdict(
+            self.status(bucket, None),
+            self.status(bucket, keys),
+            self.status(bucket, replaced) if replaced and dict(replaced) != dict(keys) else None,
+        )
+
+
+def keys_verdict(unsigned: int | None, signed: int | None, replaced: int | None) -> str | None:
+    """Whether the S3 port's answers show the declared keys in force: None, or what it does instead."""
+    if unsigned is None or signed is None:
+        return "it does not answer"
+    if unsigned < 400:
+        return f"it answers an unsigned request (HTTP {unsigned}): it runs without keys"
+    if signed != 200:
+        other = " (it runs with other keys)" if signed == 403 else ""
+        return f"a request signed with the declared keys gets HTTP {signed}{other}"
+    if replaced is not None and replaced < 400:
+        return f"it still accepts the keys they replace (HTTP {replaced})"
+    return None
+
+
+class OpenListPorts:
+    """The admin API and the S3 port of one OpenList, each through its socket of the tunnel."""
+
+    def __init__(self, props: Mapping[str, Any], admin_socket: str, s3_socket: str):
+        endpoint, s3 = props["endpoint"], props["s3Endpoint"]
+
+        def connect(socket_path: str, target: Mapping[str, Any]) -> Callable[[], http.client.HTTPConnection]:
+            return lambda: _UnixHTTPConnection(socket_path, target["host"], int(target["port"]), target["tls"])
+
+        self.api = AdminApi(connect(admin_socket, endpoint), secret_values(props))
+        self.s3 = S3Port(connect(s3_socket, s3), netloc(s3["host"], int(s3["port"])))
+        self.s3_where = f"{s3['host']}:{s3['port']}"
+
+
+def netloc(host: str, port: int) -> str:
+    """`host:port` as the Host header (and so the signature) carries it."""
+    return f"{_bracketed(host)}:{port}"
+
+
+def _content_kind(response: http.client.HTTPResponse, size: int) -> str:
+    """'<media type>, <n> bytes' of an answer: nothing the server could have put free text in."""
+    media_type = (response.getheader("Content-Type") or "").split(";")[0].strip()
+    shown = media_type if re.fullmatch(r"[A-Za-z0-9.+-]{1,64}/[A-Za-z0-9.+-]{1,64}", media_type) else "no media type"
+    return f"{shown}, {size} bytes"
+
+
 @contextlib.contextmanager
-def admin_api(props: Mapping[str, Any]) -> Iterator[AdminApi]:
-    """The admin API of the OpenList at `props['endpoint']`, through the tunnel."""
-    endpoint = props["endpoint"]
-    with ssh_tunnel(props["ssh"], endpoint["host"], int(endpoint["port"])) as socket_path:
-
-        def connect() -> http.client.HTTPConnection:
-            return _UnixHTTPConnection(socket_path, endpoint["host"], int(endpoint["port"]), endpoint["tls"])
-
-        yield AdminApi(connect, secret_values(props))
+def openlist_ports(props: Mapping[str, Any]) -> Iterator[OpenListPorts]:
+    """The admin API and the S3 port of the OpenList at `props['endpoint']`/`['s3Endpoint']`, through the tunnel."""
+    targets = [(props[key]["host"], int(props[key]["port"])) for key in ("endpoint", "s3Endpoint")]
+    with ssh_tunnel(props["ssh"], targets) as (admin_socket, s3_socket):
+        yield OpenListPorts(props, admin_socket, s3_socket)
 
 
 # ---------------------------------------------------------------- the steps
@@ -406,7 +499,8 @@ def apply_storage(api: AdminApi, props: Mapping[str, Any], write_managed: bool) 
     label = f"storage {storage['mountPath']} ({storage['driver']})"
     live = find_storage(api, storage["mountPath"])
     if live is None:
-        info = api.call("GET", f"/api/admin/driver/info?driver={storage['driver']}", f"{label}: the driver's fields")
+        query = urllib.parse.urlencode({"driver": storage["driver"]})  # a name may hold a space ("115 Cloud")
+        info = api.call("GET", f"/api/admin/driver/info?{query}", f"{label}: the driver's fields")
         body = storage_body(props, live=None, defaults=driver_defaults(info or {}), write_managed=True)
         api.call("POST", "/api/admin/storage/create", f"creating {label}", body)
         return
@@ -419,7 +513,8 @@ def apply_storage(api: AdminApi, props: Mapping[str, Any], write_managed: bool) 
 
 
 def apply_s3_settings(api: AdminApi, props: Mapping[str, Any]) -> bool:
-    """Save the S3 rows that differ (private); True when something was saved (a restart is due)."""
+    """Save the S3 rows that differ (private); True when something was saved. Whether a restart is due is
+    the S3 port's to say (`put_keys_in_force`): the bucket map is read per request, the keys at start."""
     values = {
         S3_ACCESS_KEY_ID: props["s3Keys"]["accessKeyId"],
         S3_SECRET_ACCESS_KEY: props["s3Keys"]["secretAccessKey"],
@@ -433,44 +528,77 @@ def apply_s3_settings(api: AdminApi, props: Mapping[str, Any]) -> bool:
     return bool(rows)
 
 
-def restart(api: AdminApi, props: Mapping[str, Any]) -> None:
-    """OpenList reads the S3 keys at start only: restart it and wait until it answers.
+RESTART_WHAT = "putting the S3 keys in force"
 
-    The container this stack deploys is restarted with `docker restart`; an OpenList it only configures,
-    with the stack's `openlist.restartCommand` on its host. Without one the `up` stops here, saying what to
-    do: until that restart the S3 port keeps the old keys, or on a first configuration has none at all. The
-    next `up` finds the rows saved and goes on (nothing to restart for)."""
+
+def put_keys_in_force(ports: OpenListPorts, props: Mapping[str, Any], replaced: Mapping[str, str] | None) -> None:
+    """Make OpenList's S3 port enforce the declared keys: if it does not (it reads them at start only), restart
+    OpenList, then wait until the S3 port itself shows the new keys in force. Asked on every `up`, not only
+    after saving the rows: a restart that failed, or one the user was asked for, is due until it happened."""
+    bucket, keys = props["bucket"]["name"], props["s3Keys"]
+    wait_for(
+        lambda: ports.s3.status(bucket, None) is not None,
+        RESTART_WHAT,
+        f"no answer from its S3 port at {ports.s3_where} within {RESTART_TIMEOUT_SECONDS}s (is its S3 server on, "
+        "and is that the address this host reaches it at?)",
+    )
+    why = ports.s3.keys_not_in_force(bucket, keys, replaced)
+    if why is None:
+        return
     container, command = props.get("container"), props.get("restartCommand")
-    what = "restarting OpenList after saving the S3 settings"
+    found = f"its S3 port at {ports.s3_where} does not enforce the declared keys: {why}"
+    script = None
     if container:
         command, doing = f"docker restart {shlex.quote(container)}", f"restarting {container}"
     elif command:
-        doing = "running openlist.restartCommand"
+        # The host's shell reads the command on stdin: it may carry a token, which no command line (here in
+        # `ps`, or the remote `sh -c`) may show.
+        command, script, doing = "sh -s", command, "running openlist.restartCommand"
     else:
         raise OpenListApiError(
-            what,
-            "the S3 keys are saved, but OpenList reads them at start only and this stack does not run it: "
+            RESTART_WHAT,
+            f"{found}. The keys are saved, but OpenList reads them at start only and this stack does not run it: "
             "restart it (e.g. kubectl rollout restart), or set openlist.restartCommand, then run pulumi up again",
         )
     try:
-        run_on_host(props["ssh"], command, doing)
+        run_on_host(props["ssh"], command, doing, stdin=script)
     except RemoteError as error:
-        raise OpenListApiError(what, str(error)) from None
-    wait_until_it_answers(api, props, what)
+        raise OpenListApiError(RESTART_WHAT, f"{found}; {error}") from None
+    confirmed: list[str | None] = []
+
+    def keys_confirmed() -> bool:
+        confirmed.append(ports.s3.keys_not_in_force(bucket, keys, replaced))
+        return confirmed[-KEYS_CONFIRMATIONS:] == [None] * KEYS_CONFIRMATIONS
+
+    wait_for(
+        keys_confirmed,
+        RESTART_WHAT,
+        lambda: (
+            f"{doing} returned, but {RESTART_TIMEOUT_SECONDS}s later its S3 port at {ports.s3_where} still does "
+            f"not enforce the declared keys ({confirmed[-1] if confirmed else 'not asked'}): OpenList was not restarted"
+        ),
+    )
+    wait_until_it_answers(ports.api, props, RESTART_WHAT)
+
+
+def wait_for(done: Callable[[], bool], what: str, failure: str | Callable[[], str]) -> None:
+    """Poll `done` every second for RESTART_TIMEOUT_SECONDS; then fail, doing `what`, with `failure`."""
+    deadline = time.monotonic() + RESTART_TIMEOUT_SECONDS
+    while not done():
+        if time.monotonic() > deadline:
+            raise OpenListApiError(what, failure if isinstance(failure, str) else failure())
+        time.sleep(POLL_SECONDS)
 
 
 def wait_until_it_answers(api: AdminApi, props: Mapping[str, Any], what: str) -> None:
-    deadline = time.monotonic() + RESTART_TIMEOUT_SECONDS
-    while not api.ping():
-        if time.monotonic() > deadline:
-            endpoint = props["endpoint"]
-            where = f"{endpoint['host']}:{endpoint['port']}"
-            raise OpenListApiError(what, f"no answer from {where} within {RESTART_TIMEOUT_SECONDS}s")
-        time.sleep(1)
+    endpoint = props["endpoint"]
+    where = f"{endpoint['host']}:{endpoint['port']}"
+    wait_for(api.ping, what, f"no answer from {where} within {RESTART_TIMEOUT_SECONDS}s")
 
 
-def observe(api: AdminApi, props: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+def observe(ports: OpenListPorts, props: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     """What OpenList holds, in `desired_state`'s shape (secret values as one digest)."""
+    api = ports.api
     try:
         log_in_only(api, props)
     except OpenListApiError:
@@ -486,6 +614,7 @@ def observe(api: AdminApi, props: Mapping[str, Any]) -> tuple[dict[str, Any], st
         "bucketFolder": folder,
         "s3Buckets": rows.get(S3_BUCKETS, {}).get("value"),
         "s3Private": all(rows.get(k, {}).get("flag") == PRIVATE for k in keys),
+        "s3KeysInForce": ports.s3.keys_not_in_force(props["bucket"]["name"], props["s3Keys"], None) is None,
     }
     secrets = {
         S3_ACCESS_KEY_ID: rows.get(S3_ACCESS_KEY_ID, {}).get("value"),
@@ -508,18 +637,20 @@ def api_exists(api: AdminApi, path: str) -> bool:
 
 
 def apply(props: Mapping[str, Any], olds: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Make OpenList hold `props`; the outputs, with what it then holds. Writes only what differs."""
+    """Make OpenList hold `props`; the outputs, with what it then holds. Writes only what differs, and
+    restarts OpenList only when its S3 port does not enforce the declared keys."""
     write_managed = olds is None or olds.get("writtenSha256") != digest(written_fields(props))
-    with admin_api(props) as api:
+    with openlist_ports(props) as ports:
+        api = ports.api
         wait_until_it_answers(api, props, "reaching OpenList")  # a container just (re)created is starting
         log_in(api, props)
         apply_storage(api, props, write_managed)
         # The bucket's folder only; Kopia writes the prefix folder with its first blob.
         folder = props["bucket"]["folder"]
         api.call("POST", "/api/fs/mkdir", f"making the bucket folder {folder}", {"path": folder})
-        if apply_s3_settings(api, props):
-            restart(api, props)
-        live, live_secrets = observe(api, props)
+        apply_s3_settings(api, props)
+        put_keys_in_force(ports, props, replaced=(olds or {}).get("s3Keys"))
+        live, live_secrets = observe(ports, props)
     return outputs(props, live, live_secrets)
 
 
@@ -535,10 +666,10 @@ def outputs(props: Mapping[str, Any], live: Mapping[str, Any], live_secrets: str
 def read_live(props: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     """`observe` through a fresh tunnel; an OpenList that does not answer reads as unreachable (drift)."""
     try:
-        with admin_api(props) as api:
-            if not api.ping():
+        with openlist_ports(props) as ports:
+            if not ports.api.ping():
                 return {"reachable": False}, ""
-            return observe(api, props)
+            return observe(ports, props)
     except OpenListApiError:
         return {"reachable": False}, ""
 
@@ -551,8 +682,8 @@ SECRET_OUTPUTS = ["adminPassword", "s3Keys", "storageSecrets", "liveSecretsSha25
 
 class OpenListSettingsProvider(ResourceProvider):
     """Inputs: ssh (argv), target (user@host:port), endpoint {host, port, tls} as the host reaches the web
-    port, container (name, or None for an OpenList this stack does not deploy), restartCommand (for one it
-    does not deploy, or None), adminUsername,
+    port, s3Endpoint {host, port, tls} as it reaches the S3 port, container (name, or None for an OpenList this
+    stack does not deploy), restartCommand (for one it does not deploy, or None), adminUsername,
     adminPassword, storage {driver, mountPath, cacheExpiration, webProxy, fields}, storageSecrets,
     bucket {name, folder}, s3Keys {accessKeyId, secretAccessKey}."""
 
@@ -575,7 +706,10 @@ class OpenListSettingsProvider(ResourceProvider):
         drifted = olds.get("live") != wanted or olds.get("liveSecretsSha256") != wanted_secrets
         rewritten = olds.get("writtenSha256") != digest(written_fields(news))
         moved = any(
-            olds.get(k) != news.get(k) for k in ("ssh", "container", "restartCommand", "adminUsername", "adminPassword")
+            olds.get(k) != news.get(k)
+            # s3Keys too: after an update that failed once the rows were saved, the live rows match the new
+            # keys, and the old instance the old ones; only the inputs still show the keys to put in force.
+            for k in ("ssh", "s3Endpoint", "s3Keys", "container", "restartCommand", "adminUsername", "adminPassword")
         )
         return DiffResult(changes=bool(replaces) or drifted or rewritten or moved, replaces=replaces)
 
@@ -604,8 +738,9 @@ class OpenListSettings(Resource, module="homelab", name="OpenListSettings"):
         ssh: Sequence[str],
         target: str,
         endpoint: Mapping[str, Any],
+        s3_endpoint: Mapping[str, Any],
         container: pulumi.Input[str] | None,
-        restart_command: str | None,
+        restart_command: pulumi.Input[str] | None,
         admin_username: str,
         admin_password: pulumi.Input[str],
         storage: Mapping[str, Any],
@@ -618,6 +753,7 @@ class OpenListSettings(Resource, module="homelab", name="OpenListSettings"):
             "ssh": list(ssh),
             "target": target,
             "endpoint": dict(endpoint),
+            "s3Endpoint": dict(s3_endpoint),
             "container": container,
             "restartCommand": restart_command,
             "adminUsername": admin_username,
@@ -630,5 +766,7 @@ class OpenListSettings(Resource, module="homelab", name="OpenListSettings"):
             "liveSecretsSha256": None,
             "writtenSha256": None,
         }
-        options = pulumi.ResourceOptions(additional_secret_outputs=SECRET_OUTPUTS)
+        # A restart command given by a secret reference arrives as a secret Output, and stays one in state.
+        secret_command = ["restartCommand"] if isinstance(restart_command, pulumi.Output) else []
+        options = pulumi.ResourceOptions(additional_secret_outputs=SECRET_OUTPUTS + secret_command)
         super().__init__(OpenListSettingsProvider(), name, props, pulumi.ResourceOptions.merge(opts, options))

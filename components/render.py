@@ -13,7 +13,7 @@ import hmac
 import json
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,8 +22,12 @@ from components.config import (
     DEFAULT_CONTENT_CACHE_MB,
     DEFAULT_METADATA_CACHE_MB,
     DEFAULT_PACK_SIZE_MB,
+    DUMPS_DIR,
     OPENLIST_EMPTY_FOLDER_MARKER,
     SEVERITIES,
+    BackupSource,
+    Dump,
+    MinioDump,
     NotificationProfile,
     Policy,
     Repository,
@@ -48,23 +52,35 @@ POLICY_JSON = "policy.json"
 SECRETS_ENV = "secrets.env"
 TLS_CERT = "tls.crt"
 TLS_KEY = "tls.key"
+#: Only while the repository password changes, on the maintenance owner: the password it opens with now
+#: (`kopia.secrets.previousRepositoryPassword`). Read at start only, so it restarts nothing by itself.
+PREVIOUS_PASSWORD_ENV = "previous-repository-password.env"  # noqa: S105 (a file name, not a secret)
 #: The files that hold secrets: their content and digest stay Pulumi secrets in state.
-SECRET_FILES = frozenset({REPOSITORY_CONFIG, STORAGE_TOKEN, SECRETS_ENV, TLS_KEY})
+SECRET_FILES = frozenset({REPOSITORY_CONFIG, STORAGE_TOKEN, SECRETS_ENV, TLS_KEY, PREVIOUS_PASSWORD_ENV})
 
 # Kopia 0.22.3 messages the start script tells apart (repo/connect.go, cli/command_repository_create.go).
 MSG_NOT_INITIALIZED = "repository not initialized in the provided storage"
 MSG_EXISTING_DATA = "found existing data in storage location"
+MSG_INVALID_PASSWORD = "invalid repository password"  # noqa: S105 (Kopia's ErrInvalidPassword, repo/format/format_blob.go)
 
 
 # ---------------------------------------------------------------- policy.json
 
 
-def policy_document(policy: Policy, schedule: Schedule) -> dict[str, dict]:
-    """One fully qualified entry per source (`user@host:/path`).
+def policy_document(
+    policy: Policy, schedule: Schedule, dump_dirs: Sequence[str] = (), mirror_dirs: Sequence[str] = ()
+) -> dict[str, dict]:
+    """One fully qualified entry per source (`user@host:/path`), and one per dumps directory of this host.
 
     Fully qualified keys only: `(global)` and `@host` entries are shared with
     whatever else uses the repository, and importing them from two hosts would
-    fight. Unset retention values inherit from `(global)`.
+    fight. Unset retention values inherit from `(global)`. A dumps directory
+    (`dump_dirs`, from `dump_dir_targets`) counts an entry of an unknown type as an
+    error: the named pipe a failed dump leaves there fails the snapshot's report, so
+    Kopia's notification profiles alert (Kopia ignores such entries by default,
+    snapshot/upload/upload.go @ v0.22.3). A dumps directory that holds a MinIO mirror
+    (`mirror_dirs`, a subset) also leaves out its top-level dot entries: the mirror's
+    staging copy and temp directories, never a published copy (templates/dump-minio.sh).
     """
     retention = {
         key: value
@@ -77,12 +93,36 @@ def policy_document(policy: Policy, schedule: Schedule) -> dict[str, dict]:
         "scheduling": {"intervalSeconds": schedule.interval_seconds},
         "upload": {"maxParallelFileReads": policy.parallel_file_reads},
     }
-    return {str(source): entry for source in sorted(policy.sources, key=str)}
+    document = {str(source): entry for source in sorted(policy.sources, key=str)}
+    for target in dump_dirs:
+        document[target] = {"errorHandling": {"ignoreUnknownTypes": False}}
+        if target in mirror_dirs:
+            # Anchored at the .dumps directory (Kopia's ignore rules are gitignore rules, based at the policy's
+            # directory): an object whose name starts with a dot, deeper down, stays in.
+            document[target]["files"] = {"ignore": [MIRROR_IGNORE_RULE]}
+    return document
 
 
-def render_policy_json(policy: Policy, schedule: Schedule) -> str:
-    """policy.json for `kopia policy import`: byte-identical on every host (it depends on project config only)."""
-    return json.dumps(policy_document(policy, schedule), indent=2, sort_keys=True) + "\n"
+def render_policy_json(
+    policy: Policy, schedule: Schedule, dump_dirs: Sequence[str] = (), mirror_dirs: Sequence[str] = ()
+) -> str:
+    """policy.json for `kopia policy import`: byte-identical on every host but for each host's own dumps
+    directories (imported without --delete-other-policies, so one host's entries never remove another's)."""
+    return json.dumps(policy_document(policy, schedule, dump_dirs, mirror_dirs), indent=2, sort_keys=True) + "\n"
+
+
+#: The .dumps policy's ignore rule where a MinIO mirror writes: its staging copy and temp dirs (dot entries).
+MIRROR_IGNORE_RULE = "/.*"
+
+
+def dump_dir_targets(host_identity: str, sources: Sequence[BackupSource]) -> tuple[str, ...]:
+    """`user@host:<path>/.dumps` of each source that declares a dump: their policy entries."""
+    return tuple(f"{host_identity}:{s.path}/{DUMPS_DIR}" for s in sources if s.dumps)
+
+
+def mirror_dir_targets(host_identity: str, sources: Sequence[BackupSource]) -> tuple[str, ...]:
+    """`user@host:<path>/.dumps` of each source that declares a MinIO dump."""
+    return tuple(f"{host_identity}:{s.path}/{DUMPS_DIR}" for s in sources if any(d.minio for d in s.dumps))
 
 
 # ---------------------------------------------------------------- storage
@@ -186,6 +226,15 @@ def kopia_secret_variables(
 #: secrets.env variable the health check pings after every healthy check
 HEARTBEAT_URL_VARIABLE = "HOMELAB_HEARTBEAT_URL"
 
+#: the variable of PREVIOUS_PASSWORD_ENV: not one of Kopia's, so no Kopia command reads it by accident
+PREVIOUS_PASSWORD_VARIABLE = "HOMELAB_PREVIOUS_REPOSITORY_PASSWORD"  # noqa: S105 (a variable name)
+
+
+def render_previous_password_env(previous_password: str) -> str:
+    """PREVIOUS_PASSWORD_ENV: sourced by the maintenance owner's start script when the declared password does
+    not open the repository, to change the repository's password to the declared one."""
+    return render_secrets_env({PREVIOUS_PASSWORD_VARIABLE: previous_password})
+
 
 SERVER_CONTROL_USER = "server-control"
 
@@ -285,14 +334,47 @@ class StartScriptParams:
     pack_size_mb: int = DEFAULT_PACK_SIZE_MB
     quick_maintenance_interval: str = "1h"
     full_maintenance_interval: str = "24h"
+    #: kopia.createRepository: this (owner's) start may create the repository where the storage holds none
+    create_repository: bool = False
+    #: the stack that deploys this host, named in the commands the messages give; default: the host's name
+    stack: str = ""
+    #: the database dumps of this host's sources, as the health check finds their status lines
+    dumps: tuple[DumpCheck, ...] = ()
 
     @property
     def identity(self) -> str:
         return identity(self.username, self.hostname)
 
     @property
+    def stack_name(self) -> str:
+        return self.stack or self.hostname
+
+    @property
     def is_maintenance_owner(self) -> bool:
         return is_maintenance_owner(self.maintenance_owner, self.identity)
+
+
+@dataclass(frozen=True)
+class DumpCheck:
+    """One dump the health rule judges: its source, its name, and its status file as the checker sees it."""
+
+    source: str  # user@host:/path
+    name: str
+    status_file: str
+
+
+def dump_checks(config: StackConfig, *, on_host: bool) -> tuple[DumpCheck, ...]:
+    """Every dump of this host's sources; status files at their host paths (`on_host`, for scripts/status over
+    SSH) or where the Kopia container mounts the sources (its health check)."""
+    return tuple(
+        DumpCheck(
+            source=f"{config.identity}:{source.path}",
+            name=dump.name,
+            status_file=dump_status_file(source.host_path if on_host else source.path, dump),
+        )
+        for source in config.kopia.sources
+        for dump in source.dumps
+    )
 
 
 def start_script_params(config: StackConfig) -> StartScriptParams:
@@ -316,6 +398,27 @@ def start_script_params(config: StackConfig) -> StartScriptParams:
         pack_size_mb=config.repository.pack_size_mb,
         quick_maintenance_interval=config.repository.maintenance.quick_interval,
         full_maintenance_interval=config.repository.maintenance.full_interval,
+        create_repository=config.kopia.create_repository,
+        stack=config.host.stack,
+        dumps=dump_checks(config, on_host=False),
+    )
+
+
+# The one-off creation of the repository (kopia.createRepository; docs/decisions.md): how to ask for it, and the
+# reminder to take the request back, which the health check and `scripts/status` both show while it is set.
+CREATE_REPOSITORY_KEY = "homelab-backup:kopia.createRepository"
+
+
+def create_repository_command(stack: str) -> str:
+    """The first deploy of the maintenance owner: the one `pulumi up` that may create the repository."""
+    return f"pulumi up --stack {stack} --config-path --config {CREATE_REPOSITORY_KEY}=true"
+
+
+def create_repository_reminder(stack: str) -> str:
+    """Why a host whose stack still sets kopia.createRepository is not healthy, and what to do."""
+    return (
+        f"kopia.createRepository is still set: remove it (pulumi config rm --stack {stack} --path"
+        f" {CREATE_REPOSITORY_KEY}) and run pulumi up --stack {stack}"
     )
 
 
@@ -324,9 +427,17 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 START_SCRIPT_TEMPLATE = TEMPLATES / "kopia-start.sh"
 
 
-def fill_template(template: Path, replacements: Mapping[str, str]) -> str:
+def fill_template(template: Path, replacements: Mapping[str, str], *, unquoted: Iterable[str]) -> str:
     """The template with every @MARKER@ replaced, in one pass: a value holding a marker is not substituted
-    again, and a marker without a value is a KeyError, not a silent leftover."""
+    again, and a marker without a value is a KeyError, not a silent leftover.
+
+    `unquoted` names every value from the stack's config that the template places as shell words without
+    quotes (paths, identities, sources): each must be a single word the shell reads as itself (no space,
+    quote, `$`, backquote, `;`, newline, ...). Config rules keep such values out today; the scripts do not
+    rely on that, so every template is filled through this one guard."""
+    for value in unquoted:
+        if shlex.quote(value) != value:
+            raise ValueError(f"{value!r} cannot be placed unquoted in {template.name}")
     return re.sub(r"@[A-Z_]+@", lambda m: replacements[m.group(0)], template.read_text())
 
 
@@ -344,7 +455,10 @@ def render_start_script(params: StartScriptParams) -> str:
         "@CACHE_DIR@": params.cache_dir,
         "@IDENTITY@": params.identity,
         "@OWNER@": params.maintenance_owner,
-        "@MAY_CREATE@": "yes" if params.is_maintenance_owner else "no",
+        "@IS_OWNER@": "yes" if params.is_maintenance_owner else "no",
+        "@CREATE_REQUESTED@": "yes" if params.create_repository else "no",
+        "@CREATE_COMMAND@": shell_quote(create_repository_command(params.stack_name)),
+        "@CREATE_REMINDER@": shell_quote(create_repository_reminder(params.stack_name)),
         "@HOSTNAME@": params.hostname,
         "@USERNAME@": params.username,
         "@REQUIRED_FILES@": " ".join(required),
@@ -354,6 +468,9 @@ def render_start_script(params: StartScriptParams) -> str:
         "@SECRETS_ENV@": SECRETS_ENV,
         "@MSG_NOT_INITIALIZED@": MSG_NOT_INITIALIZED,
         "@MSG_EXISTING_DATA@": MSG_EXISTING_DATA,
+        "@MSG_INVALID_PASSWORD@": MSG_INVALID_PASSWORD,
+        "@PREVIOUS_PASSWORD_ENV@": PREVIOUS_PASSWORD_ENV,
+        "@PREVIOUS_PASSWORD_VARIABLE@": PREVIOUS_PASSWORD_VARIABLE,
         "@EMPTY_MARKER@": OPENLIST_EMPTY_FOLDER_MARKER,
         "@SOURCES@": " ".join(params.sources),
         "@PORT@": str(params.port),
@@ -364,6 +481,7 @@ def render_start_script(params: StartScriptParams) -> str:
         "@DRILL_INTERVAL@": str(params.drill_interval_seconds),
         "@DRILL_RETRY@": str(min(params.drill_interval_seconds, 3600)),
         "@DRILL_FIRST_WAIT@": str(min(params.drill_interval_seconds, 60)),
+        "@CLOCK_SKEW_SECONDS@": str(CLOCK_SKEW_SECONDS),
         "@DRILL_PERCENT@": f"{params.drill_files_percent:g}",
         "@DRILL_SOURCES@": " ".join(f"--sources={s}" for s in params.sources),
         "@NOTIFICATION_FILES@": notification_file("*"),
@@ -379,29 +497,39 @@ def render_start_script(params: StartScriptParams) -> str:
         **_own_server(params),
     }
     unquoted = (
-        params.hostname,
-        params.username,
+        *_identity_and_paths(params),
         params.maintenance_owner,
         params.refresh_interval,
         params.quick_maintenance_interval,
         params.full_maintenance_interval,
-        *params.sources,
+        params.cache_dir,
     )
-    for value in (*unquoted, params.deploy_dir, params.state_dir, params.cache_dir):
-        if shlex.quote(value) != value:
-            raise ValueError(f"{value!r} cannot be placed in the start script unquoted")
-    return fill_template(START_SCRIPT_TEMPLATE, replacements)
+    return fill_template(START_SCRIPT_TEMPLATE, replacements, unquoted=unquoted)
+
+
+def _identity_and_paths(params: StartScriptParams) -> tuple[str, ...]:
+    """The config values every script of the container places unquoted: who it runs as, where its files are,
+    and which sources it backs up."""
+    return (params.hostname, params.username, params.deploy_dir, params.state_dir, *params.sources)
 
 
 DRILL_VERDICT_TEMPLATE = TEMPLATES / "kopia-drill-verdict.sh"
+#: How far ahead of the judging clock a snapshot's or a drill's time may lie before it is reported as a wrong
+#: clock rather than taken as fresh (a negative age is never stale). The health check compares with the host's
+#: own clock; `scripts/status` compares with the operator's, which may differ by a little.
+CLOCK_SKEW_SECONDS = 300
 
 
 def render_drill_verdict(state_dir: str, max_drill_age_seconds: int) -> str:
     """The restore drill's verdict as a sh snippet: one line, exit 1 when the last drill failed or is overdue.
     The health check embeds it (the container's state dir); `scripts/status` runs it over SSH against the
     host's copy (`<kopiaDataDir>/state`). One home for the rule."""
-    replacements = {"@STATE_DIR@": state_dir, "@MAX_DRILL_AGE_SECONDS@": str(max_drill_age_seconds)}
-    return fill_template(DRILL_VERDICT_TEMPLATE, replacements)
+    replacements = {
+        "@STATE_DIR@": state_dir,
+        "@MAX_DRILL_AGE_SECONDS@": str(max_drill_age_seconds),
+        "@CLOCK_SKEW_SECONDS@": str(CLOCK_SKEW_SECONDS),
+    }
+    return fill_template(DRILL_VERDICT_TEMPLATE, replacements, unquoted=(state_dir,))
 
 
 def _own_server(params: StartScriptParams) -> dict[str, str]:
@@ -412,6 +540,24 @@ def _own_server(params: StartScriptParams) -> dict[str, str]:
         "@SERVER_URL@": f"{scheme}://127.0.0.1:{params.port}",
         "@CURL_TLS@": f"--cacert {params.deploy_dir}/{TLS_CERT}" if params.tls else "",
     }
+
+
+DUMP_VERDICT_TEMPLATE = TEMPLATES / "dump-verdict.sh"
+
+
+def render_dump_verdict(checks: Sequence[DumpCheck], state_dir: str, max_age_seconds: int) -> str:
+    """The dumps' verdict as a sh snippet: one "<source>: dump <name> ..." line per failed, stale or missing
+    dump, exit 1 then. The health check embeds it (the container's paths); `scripts/status` runs it over SSH
+    against the host's (`dump_checks(config, on_host=True)`). One home for the rule; empty without dumps."""
+    if not checks:
+        return ""
+    replacements = {
+        "@STATE_DIR@": state_dir,
+        "@MAX_AGE_SECONDS@": str(max_age_seconds),
+        "@DUMPS@": "\n".join(f"{c.source} {c.name} {c.status_file}" for c in checks),
+    }
+    unquoted = (state_dir, *(value for c in checks for value in (c.source, c.name, c.status_file)))
+    return fill_template(DUMP_VERDICT_TEMPLATE, replacements, unquoted=unquoted)
 
 
 HEALTHCHECK_TEMPLATE = TEMPLATES / "kopia-health.sh"
@@ -436,7 +582,7 @@ UI_API_TEMPLATE = TEMPLATES / "kopia-ui-api.sh"
 def render_ui_api(params: StartScriptParams) -> str:
     """The shell functions that call Kopia's UI API (login, session cookie, CSRF token); the start script
     (notification profiles) and the health check (the task list) both embed them."""
-    return fill_template(UI_API_TEMPLATE, _own_server(params)).rstrip("\n")
+    return fill_template(UI_API_TEMPLATE, _own_server(params), unquoted=(params.deploy_dir,)).rstrip("\n")
 
 
 def render_healthcheck(params: StartScriptParams) -> str:
@@ -454,14 +600,165 @@ def render_healthcheck(params: StartScriptParams) -> str:
         **_own_server(params),
         "@MAX_AGE_SECONDS@": str(params.max_snapshot_age_seconds),
         "@UPLOAD_ALLOWANCE_SECONDS@": str(params.upload_allowance_seconds),
+        "@CLOCK_SKEW_SECONDS@": str(CLOCK_SKEW_SECONDS),
         "@UI_API@": render_ui_api(params),
         "@ATTEMPTS_AWK@": awk_program(ATTEMPTS_AWK),
         "@DRILL_VERDICT@": render_drill_verdict(params.state_dir, params.max_drill_age_seconds).rstrip("\n"),
+        "@DUMP_VERDICT@": _embedded_dump_verdict(params),
         "@SOURCES@": " ".join(params.sources),
         "@HEARTBEAT_URL_VARIABLE@": HEARTBEAT_URL_VARIABLE,
         "@VERDICT_AWK@": awk_program(VERDICT_AWK),
+        "@CREATE_REMINDER@": shell_quote(
+            create_repository_reminder(params.stack_name) if params.create_repository else ""
+        ),
     }
-    return fill_template(HEALTHCHECK_TEMPLATE, replacements)
+    return fill_template(HEALTHCHECK_TEMPLATE, replacements, unquoted=_identity_and_paths(params))
+
+
+def _embedded_dump_verdict(params: StartScriptParams) -> str:
+    """The dumps' verdict inside the health check: its lines in `dumps`, its outcome in `dumps_ok`, which fail the
+    check with the sources' verdict (and so stop the heartbeat)."""
+    verdict = render_dump_verdict(params.dumps, params.state_dir, params.max_snapshot_age_seconds)
+    if not verdict:
+        return 'dumps="" dumps_ok=0  # no database dumps on this host'
+    return f"# The database dumps (components/templates/dump-verdict.sh).\ndumps=$(\n{verdict.rstrip()}\n)\ndumps_ok=$?"
+
+
+# ---------------------------------------------------------------- database dumps
+
+DUMP_LOOP_TEMPLATE = TEMPLATES / "dump-loop.sh"
+DUMP_MINIO_TEMPLATE = TEMPLATES / "dump-minio.sh"
+#: Inside a dump's container: the source's dumps directory, its credentials (read-only), an SQLite file's directory.
+DUMP_OUTPUT_DIR = "/dumps"
+DUMP_SECRETS_DIR = "/run/homelab-dump"
+DUMP_SQLITE_DIR = "/db"
+#: The credentials file of a PostgreSQL dump, in `<host.configDir>/dumps/<name>/` on the host.
+PGPASS_FILE = "pgpass"
+#: A MinIO dump's: mc's config, with the access keys (mc reads it from its config dir).
+MC_CONFIG_FILE = "mc-config.json"
+
+
+def dump_status_file(source_dir: str, dump: Dump) -> str:
+    """Where a dump's status line is, under its source's directory (on the host, or mounted in a container)."""
+    return f"{source_dir}/{DUMPS_DIR}/{dump.name}.status"
+
+
+def dump_secrets_dir(config_dir: str, dump: Dump) -> str:
+    """The host directory of one dump's credentials, mounted read-only into that dump's container alone."""
+    return f"{config_dir}/dumps/{dump.name}"
+
+
+def _refuse_line_breaks(what: str, value: str) -> None:
+    """A credential written as one line of a credentials file: a line break or NUL would end or cut it. The
+    program refuses such values before any resource (secrets.py); this guards the renderers themselves."""
+    if any(c in value for c in "\n\r\x00"):
+        raise ValueError(f"{what} must be one line")
+
+
+def render_pgpass(password: str) -> str:
+    """libpq's password file (`*:*:*:*:<password>`, `:` and `\\` escaped), read by pg_dump through PGPASSFILE:
+    the password is on no command line and in no environment."""
+    _refuse_line_breaks("a database password", password)
+    escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+    return f"*:*:*:*:{escaped}\n"
+
+
+def _dump_command(dump: Dump, secrets_dir: str, sqlite_dir: str) -> tuple[str, str]:
+    """(the client command, which writes the dump to "$tmp"; the client's name for messages)."""
+    if dump.postgres is not None:
+        pg = dump.postgres
+        return (
+            f"PGPASSFILE={secrets_dir}/{PGPASS_FILE} pg_dump --host={pg.container} --port={pg.port}"
+            f' --username={pg.user} --dbname={pg.database} --no-password --file="$tmp"',
+            "pg_dump",
+        )
+    if dump.minio is not None:
+        return 'mirror "$tmp"', "mc"  # a function of the MinIO prelude (templates/dump-minio.sh)
+    assert dump.sqlite is not None  # the model requires one kind
+    database = f"{sqlite_dir}/{dump.sqlite.file.rsplit('/', 1)[1]}"
+    # VACUUM INTO copies in one read transaction: consistent while the app writes (WAL mode included), and
+    # it needs no lock that blocks the app's writers. The temp file exists empty, which VACUUM INTO accepts.
+    return f"sqlite3 -bail -cmd '.timeout 60000' {database} \"VACUUM INTO '$tmp'\"", "sqlite3"
+
+
+def render_mc_config(minio: MinioDump, access_key: str, secret_key: str) -> str:
+    """mc's config.json with one alias, `src`, for the MinIO server the dump mirrors: read by mc from its config
+    dir, so the keys are on no command line and in no environment."""
+    for value in (access_key, secret_key):
+        _refuse_line_breaks("a MinIO key", value)
+    alias = {
+        "url": minio_url(minio),
+        "accessKey": access_key,
+        "secretKey": secret_key,
+        "api": "s3v4",
+        "path": "auto",
+    }
+    return json.dumps({"version": "10", "aliases": {"src": alias}}, indent=2) + "\n"
+
+
+def minio_url(minio: MinioDump) -> str:
+    """MinIO's S3 API as the mirror reaches it: by container name, on MinIO's network."""
+    return f"http://{minio.container}:{minio.port}"
+
+
+def _minio_prelude(dump: Dump, dumps_dir: str, secrets_dir: str) -> str:
+    assert dump.minio is not None
+    buckets = dump.minio.buckets or []
+    replacements = {
+        "@NAME@": dump.name,
+        "@CONTAINER@": minio_url(dump.minio),
+        "@BUCKETS@": " ".join(buckets),
+        "@BUCKETS_WHAT@": f"the buckets {', '.join(buckets)}" if buckets else "every bucket the keys list",
+        "@STAGING@": f"{dumps_dir}/.{dump.name}.mirror",
+        "@SECRETS_DIR@": secrets_dir,
+        "@MC_CONFIG@": MC_CONFIG_FILE,
+    }
+    unquoted = (dumps_dir, secrets_dir, dump.name, *buckets)
+    return "\n" + fill_template(DUMP_MINIO_TEMPLATE, replacements, unquoted=unquoted)
+
+
+def render_dump_script(
+    dump: Dump,
+    interval_seconds: int,
+    *,
+    dumps_dir: str = DUMP_OUTPUT_DIR,
+    secrets_dir: str = DUMP_SECRETS_DIR,
+    sqlite_dir: str = DUMP_SQLITE_DIR,
+) -> str:
+    """The entrypoint of a dump's container (POSIX sh: the database image's shell). The directories are where
+    the container mounts them; the tests point them at temp dirs to run the script for real."""
+    command, client = _dump_command(dump, secrets_dir, sqlite_dir)
+    minio = dump.minio is not None
+    replacements = {
+        "@NAME@": dump.name,
+        "@KIND@": dump.kind,
+        "@IMAGE_ROLE@": {
+            "postgres": "the database container's own image",
+            "sqlite": "an image with sqlite3",
+            "minio": "a MinIO client image",
+        }[dump.kind],
+        "@WHAT@": "every object" if minio else "the database",
+        "@TEMP_KIND@": "directory" if minio else "file",
+        "@FILE@": dump.file_name,
+        "@DUMPS_DIR@": dumps_dir,
+        "@INTERVAL_SECONDS@": str(interval_seconds),
+        "@LEAD_SECONDS@": str(dump.lead_seconds),
+        "@PRELUDE@": _minio_prelude(dump, dumps_dir, secrets_dir) if minio else "",
+        "@MKTEMP_FLAGS@": "-d " if minio else "",
+        "@DUMP_COMMAND@": command,
+        "@PUBLISH@": 'publish "$tmp"' if minio else 'mv -f "$tmp" "$out"',
+        "@SIZE@": '$mirrored, $(du -sk "$out" | cut -f 1) KiB' if minio else "$(wc -c < \"$out\" | tr -d ' ') bytes",
+        "@CLIENT@": client,
+    }
+    if dump.postgres is not None:
+        database: tuple[str, ...] = (dump.postgres.container, dump.postgres.user, dump.postgres.database)
+    elif dump.minio is not None:
+        database = (dump.minio.container,)
+    else:
+        assert dump.sqlite is not None  # the model requires one kind
+        database = (dump.sqlite.file,)
+    unquoted = (dumps_dir, secrets_dir, sqlite_dir, dump.name, dump.file_name, *database)
+    return fill_template(DUMP_LOOP_TEMPLATE, replacements, unquoted=unquoted)
 
 
 # ---------------------------------------------------------------- labels

@@ -243,6 +243,30 @@ def _any_value(value: str) -> str | None:
         return "the secret is empty"
     if "\x00" in value:
         return "the value holds a NUL byte, which no file or environment variable can carry"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON may spell half of a UTF-16 pair ('\ud800'); no file or request can carry it as UTF-8.
+        return "the value holds a lone UTF-16 surrogate (a JSON '\\uD800'-style escape without its pair), not text"
+    return None
+
+
+_PEM_BLOCK = re.compile(r"-----BEGIN [A-Z0-9 ]+-----\r?\n.*\r?\n-----END [A-Z0-9 ]+-----\r?\n?", re.DOTALL)
+
+
+def _one_line_value(value: str) -> str | None:
+    """A password, key or login ends where the stored bytes end: a final line break would be part of it, and
+    `az keyvault secret set --file` (like most editors) stores one. Refused rather than stripped, so that the
+    value the vault holds is the value in force (docs/decisions.md). A PEM block (an SSH or TLS private key
+    for a storage driver) is lines by design, and its final line break is part of the format, so it passes."""
+    if _PEM_BLOCK.fullmatch(value):
+        return None
+    if value.endswith(("\n", "\r")):
+        return (
+            "the value ends in a line break (what 'az keyvault secret set --file' stores), which would be part of"
+            " the secret: store it without one, e.g. 'az keyvault secret set --value \"$(cat <file>)\"' (the shell"
+            " drops the final newline), or fix the JSON or dotenv field"
+        )
     return None
 
 
@@ -254,21 +278,35 @@ def _s3_endpoint_value(value: str) -> str | None:
     return None
 
 
-def _heartbeat_url_value(value: str) -> str | None:
-    # It becomes a line of curl's config on stdin: a newline would add curl options.
+def _url_value(value: str) -> str | None:
+    # It becomes a line of curl's config on stdin, or Kopia's webhook endpoint: a newline would add options.
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
-        return "the heartbeat URL must not contain whitespace or control characters"
+        return "the URL must not contain whitespace or control characters"
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "the heartbeat URL must be http(s)://host/..."
+        return "the URL must be http(s)://host/... (with its scheme)"
     return None
 
 
-# Rules for the values of particular keys (on top of `_any_value`), keyed without the namespace.
+#: Keys whose value is more than one line by design (one 'Name: value' header a line; a shell script).
+MULTI_LINE_KEYS = frozenset({"notifications[].webhook.headers", "openlist.restartCommand"})
+
+# Rules for the values of particular keys (on top of `_any_value` and, but for MULTI_LINE_KEYS,
+# `_one_line_value`), keyed without the namespace and with list indexes as '[]'.
 VALUE_RULES: Mapping[str, Callable[[str], str | None]] = {
     "kopia.s3.endpoint": _s3_endpoint_value,
-    "kopia.health.heartbeatUrl": _heartbeat_url_value,
+    "kopia.health.heartbeatUrl": _url_value,
+    "notifications[].webhook.url": _url_value,
+    "openlist.restartCommand": lambda value: None if value.strip() else "the command is blank",
 }
+
+
+def value_problem(key: str, value: str) -> str | None:
+    """What is wrong with the value of the secret at config `key` (`homelab-backup:kopia.s3.endpoint`), or None."""
+    rule_key = re.sub(r"\[[0-9]+\]", "[]", key.removeprefix(f"{PROJECT}:"))
+    rule = VALUE_RULES.get(rule_key)
+    one_line = None if rule_key in MULTI_LINE_KEYS else _one_line_value(value)
+    return _any_value(value) or one_line or (rule(value) if rule else None)
 
 
 # ---------------------------------------------------------------- reading every reference
@@ -323,8 +361,7 @@ def read_secrets(
         except SecretReadError as exc:
             problems.append((key, str(exc)))
             continue
-        rule = VALUE_RULES.get(key.removeprefix(f"{PROJECT}:"))
-        if problem := _any_value(value) or (rule(value) if rule else None):
+        if problem := value_problem(key, value):
             problems.append((key, f"{ref}: {problem}"))
             continue
         values[key] = value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from testbed.system import ALL_SOURCES, KOPIA, SOURCES, say, source_name, tree_digest, wait_for
@@ -43,11 +44,34 @@ def main() -> int:
                 system.oracle.run("snapshot", "restore", latest["id"], target)
                 same = tree_digest(Path(target)) == tree_digest(SOURCES["vps"]["/backup/data"])
                 say(f"restored shelken@vps:/backup/data in {time.monotonic() - started:.1f}s: identical={same}")
-            return 0 if same else 1
+            if not same:
+                raise RuntimeError("the restored copy of shelken@vps:/backup/data differs from the source")
+            return 0
         finally:
             say("tearing down (pulumi destroy)")
             system.destroy()
 
 
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (a config error lists its problems on several)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines) or type(error).__name__
+
+
+def run() -> int:
+    """`main()` for a person at a terminal: a failure is one line saying what went wrong and where the whole
+    story is, never a traceback (the traceback goes to a log file that the line names)."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print("[demo] interrupted; run ./scripts/demo.sh again (it starts from a clean slate)", file=sys.stderr)
+        return 130
+    except Exception as error:
+        with tempfile.NamedTemporaryFile("w", prefix="homelab-demo-", suffix=".log", delete=False) as log:
+            traceback.print_exception(error, file=log)
+        print(f"[demo] FAILED: {one_line(error)} (details: {log.name})", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

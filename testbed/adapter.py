@@ -11,7 +11,7 @@ which does what the providers would do, through the same doors they use:
 - `docker:index/remoteImage:RemoteImage`: the image must already be on the
   engine (no registry is reachable; the suite builds the pinned tags locally).
 - `docker:index/container:Container`: `docker run -d` with the declared name,
-  hostname, restart policy, network, ports, volumes, env, labels, entrypoint and
+  hostname, restart policy, network (or network mode), ports, volumes, env, labels, entrypoint and
   health check. A container whose declared spec changed is replaced, as the
   Docker provider replaces containers on any change of these inputs.
 - the program's dynamic resources (`RemoteFile`, `OwnedDirectory` in
@@ -19,7 +19,7 @@ which does what the providers would do, through the same doors they use:
   their own provider code is called, as the engine would call it: `create` on
   first apply; then, since Pulumi.yaml sets `refresh: always`, `read` and on its
   answer `diff`, then `update` (or delete and create, for a replacement, or
-  create when read found it gone); `delete` on destroy. They run the local `ssh`
+  create when read found it gone); `delete` when no longer declared, and on destroy. They run the local `ssh`
   with the declared options; the operator's key comes from ssh-agent
   (`SSH_AUTH_SOCK`), as for a user.
 
@@ -27,7 +27,8 @@ What it does not model: Pulumi state files, `pulumi refresh` and `preview`
 (the engine tier, testbed/engine.py, runs those), parallelism, provider
 retries and timeouts, the Docker provider's `must_run` check after create,
 inputs the program does not use, and the TLS provider (the mocks generate the
-key and certificate with `cryptography`, the way the provider would). It
+key and certificate with `cryptography`, the way the provider would, once per
+deployment unless their inputs change, as Pulumi's state keeps them). It
 refuses resource types it does not translate.
 """
 
@@ -42,7 +43,7 @@ from typing import Any
 from components.host_files import OwnedDirectoryProvider, RemoteFileProvider
 from components.openlist_config import OpenListSettingsProvider
 from testbed import infra
-from testbed.mocks import ProgramRun, Recorded, run_program, unwrap_all
+from testbed.mocks import ProgramRun, Recorded, RecordingMocks, run_program, unwrap_all
 
 CONTAINER = "docker:index/container:Container"
 IMAGE = "docker:index/remoteImage:RemoteImage"
@@ -101,6 +102,7 @@ class Deployment:
     log: list[str] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)  # the stack outputs of the last `up`
     declared_containers: list[dict] = field(default_factory=list)  # the container inputs of the last `up`
+    state: dict[tuple[str, str], Any] = field(default_factory=dict)  # what the TLS provider keeps in Pulumi state
     _docker: infra.SshDocker | None = None
 
     tier = "adapter"
@@ -126,7 +128,7 @@ class Deployment:
 
     def up(self, overrides: dict[str, Any], secrets: dict[str, str]) -> ProgramRun:
         """`pulumi up`: run the program for this stack under mocks, then apply what it declared."""
-        run = run_program(self.stack, overrides=overrides, secrets=secrets)
+        run = run_program(self.stack, overrides=overrides, secrets=secrets, mocks=RecordingMocks(state=self.state))
         self.apply(run)
         self.outputs = dict(run.outputs)
         self.declared_containers = [unwrap_all(c.inputs) for c in run.by_type(CONTAINER)]
@@ -155,6 +157,14 @@ class Deployment:
                 self._apply_container(resource, images)
             else:
                 self._apply_dynamic(resource)
+        # What the program no longer declares is deleted, as the engine deletes it (e.g. the previous
+        # repository password's file, declared only while the password changes).
+        declared = {r.name for r in run.resources if r.typ in DYNAMIC_PROVIDERS}
+        for name, (typ, outs) in reversed(list(self.applied.items())):
+            if name not in declared:
+                DYNAMIC_PROVIDERS[typ]().delete(name, outs)
+                del self.applied[name]
+                self.log.append(f"delete {name}")
 
     def _apply_dynamic(self, resource: Recorded) -> None:
         """What the engine does with a dynamic resource: create, or diff and then update or replace."""
@@ -189,7 +199,9 @@ class Deployment:
         args = ["--name", spec["name"], "--restart", spec.get("restart", "no")]
         if spec.get("hostname"):
             args += ["--hostname", spec["hostname"]]
-        for network in spec.get("networksAdvanced", []):
+        if spec.get("networkMode"):
+            args += ["--network", spec["networkMode"]]
+        for network in spec.get("networksAdvanced") or []:
             args += ["--network", network["name"]]
         for port in spec.get("ports", []):
             args += ["-p", f"{port['ip']}:{int(port['external'])}:{int(port['internal'])}"]
@@ -251,6 +263,7 @@ class Deployment:
         self.networks.clear()
         self.applied_containers.clear()
         self.applied.clear()
+        self.state.clear()  # a destroyed stack's state holds nothing: the next up makes a new key
         if self._docker is not None:
             self._docker.close()
             self._docker = None

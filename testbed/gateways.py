@@ -12,7 +12,8 @@ listing expires. The main e2e deployment cannot show that: its Local storage is 
 - the cluster's OpenList is a plain container started here (it stands in for the user's pod, which the
   program does not deploy); `pulumi up --stack e2e-sakamoto` configures it through `openlist.adminUrl`
   and restarts it with `openlist.restartCommand` (`docker restart`, where a user's would be `kubectl
-  rollout restart`), since OpenList reads its S3 keys at start only;
+  rollout restart`), since OpenList reads its S3 keys at start only; with `first_restart_fails`, the
+  first such up is given a command that fails (the user's first try), and a second up the right one;
 - sakamoto's Kopia writes through the cluster's gateway, the VPS's through its own.
 
 `measure_visibility` times how long an object written through one gateway takes to show in the other's
@@ -30,10 +31,12 @@ from typing import Any
 from testbed import infra
 from testbed.mocks import stack_config
 from testbed.s3 import S3Client
-from testbed.system import BASE, NETWORK, System, say
+from testbed.system import BASE, CREATE_REPOSITORY, NETWORK, System, say
 
 #: the stand-in for the user's cluster OpenList: a fixed name, removed by the next run like every other
 CLUSTER_OPENLIST = f"{infra.NAME_PREFIX}openlist-cluster"
+#: the user's first, wrong restart command: it fails, after the up saved the S3 keys
+BROKEN_RESTART_COMMAND = "docker restart no-such-openlist"
 #: the drive both gateways serve: a folder on this machine, reached over SFTP (owned by the SSH user)
 DRIVE = BASE / "drive-sftp"
 #: where the cluster's OpenList keeps its database on this machine
@@ -64,6 +67,10 @@ class TwoGateways:
     cache_minutes: int
     cluster: infra.OpenListContainer | None = None
     cluster_first_start: str = ""  # when the cluster's OpenList started, before any `pulumi up` touched it
+    #: with `deploy(first_restart_fails=True)`: how sakamoto's first up failed, and what the cluster's S3 port
+    #: then answered an unsigned request (the gateway the failed up left behind)
+    first_up_failure: str = ""
+    unsigned_status_after_failed_up: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -79,8 +86,10 @@ class TwoGateways:
 
     # ------------------------------------------------------------ deploy
 
-    def deploy(self) -> None:
-        """`pulumi up` vps, start the cluster's OpenList (the user's, before any deploy), `pulumi up` sakamoto."""
+    def deploy(self, first_restart_fails: bool = False) -> None:
+        """`pulumi up` vps, start the cluster's OpenList (the user's, before any deploy), `pulumi up` sakamoto
+        (first with a restart command that fails, if `first_restart_fails`: that up must fail) with
+        kopia.createRepository, and once the repository exists, without it (README "First deploy")."""
         system = self.system
         system.prepare_host()  # takes the run lock; the fixed names below are ours now
         infra.docker("rm", "-f", CLUSTER_OPENLIST, check=False)
@@ -91,14 +100,26 @@ class TwoGateways:
         self.up("vps")
         with infra.timed("start the cluster's OpenList (the user's own, not deployed by the program)"):
             self.cluster = infra.start_openlist(CLUSTER_OPENLIST, NETWORK, CLUSTER_DATA)
-            # The user's gateway has an admin password; the stack is given it (README, "The cluster's gateway").
+            # The user's gateway has an admin password; the stack is given it (docs/openlist.md).
             infra.OpenListAdmin.set_admin_password(CLUSTER_OPENLIST, system.secrets["clusterAdminPassword"])
             self.cluster_first_start = self.cluster_started()
-        self.up("sakamoto")
+        if first_restart_fails:
+            try:
+                self.up("sakamoto", restart_command=BROKEN_RESTART_COMMAND, **CREATE_REPOSITORY)
+            except Exception as error:  # either tier's failure: the test reads the message
+                self.first_up_failure = str(error)
+            else:
+                raise infra.E2EError("sakamoto's up succeeded though its restart command restarts nothing")
+            assert self.cluster is not None
+            self.unsigned_status_after_failed_up = infra.s3_anonymous_get(f"{self.cluster.s3_url}/{BUCKET}/")[0]
+            say(f"sakamoto's up with a failing restart command failed: {self.first_up_failure.splitlines()[0]}")
+        self.up("sakamoto", **CREATE_REPOSITORY)  # the owner's first deploy asks for the repository
+        system.take_back_the_create_request(lambda: self.up("sakamoto"))
         system._make_oracle()
 
-    def up(self, stack: str) -> None:
-        """`pulumi up` of one stack with its gateway on the SFTP drive."""
+    def up(self, stack: str, restart_command: str = f"docker restart {CLUSTER_OPENLIST}", **extra: Any) -> None:
+        """`pulumi up` of one stack with its gateway on the SFTP drive (sakamoto's restarted by `restart_command`,
+        run on sakamoto: this machine's sshd), and `extra` config keys as `System.up` takes them."""
         if stack == "vps":
             openlist = {
                 **stack_config("e2e-vps")["homelab-backup:openlist"],
@@ -108,13 +129,13 @@ class TwoGateways:
             assert self.cluster is not None, "start the cluster's OpenList first"
             openlist = {
                 "adminUrl": self.cluster.web_url,  # as sakamoto (this machine's sshd) reaches it
+                "s3Url": self.cluster.s3_url,  # where each up sees its S3 keys in force
                 "adminPassword": "config:clusterAdminPassword",
-                # run on sakamoto (this machine's sshd) after its S3 keys change
-                "restartCommand": f"docker restart {CLUSTER_OPENLIST}",
+                "restartCommand": restart_command,
                 "storage": sftp_storage(self.system.ssh_host, self.cache_minutes),
             }
         started = time.monotonic()
-        self.system.up(stack, **{"homelab-backup:openlist": openlist})
+        self.system.up(stack, **{"homelab-backup:openlist": openlist, **extra})
         self.timings[f"up {stack}"] = round(time.monotonic() - started, 1)
 
     def set_cache(self, minutes: int) -> None:

@@ -170,13 +170,36 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return super().RegisterResource(request)
 
 
+#: What the TLS provider keeps in Pulumi state: a key or certificate is made once, and made again only when its
+#: inputs change (the certificate's include the key).
+KEPT_IN_STATE = {"tls:index/privateKey:PrivateKey", "tls:index/selfSignedCert:SelfSignedCert"}
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self, invoke_answers: dict[str, Any] | None = None):
+    def __init__(self, invoke_answers: dict[str, Any] | None = None, state: dict[tuple[str, str], Any] | None = None):
+        """`state`: the caller's, kept across runs of one stack (the e2e adapter's deployment), so the TLS key
+        and certificate stay those of the first run, as Pulumi's state keeps them; without it, new ones."""
         self.resources: list[Recorded] = []
         self.calls: list[tuple[str, dict]] = []
         self.invoke_answers = invoke_answers or {}
+        self.state = {} if state is None else state
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict]:
+        if args.typ in KEPT_IN_STATE:
+            inputs = json.dumps(args.inputs, sort_keys=True, default=str)
+            kept = self.state.get((args.typ, args.name))
+            if kept is None or kept[0] != inputs:
+                self.state[(args.typ, args.name)] = kept = (inputs, self._made(args))
+            outputs = kept[1]
+        else:
+            outputs = self._made(args)
+        resource_id = f"{args.name}-id"
+        self.resources.append(Recorded(args.typ, args.name, args.inputs, outputs, args.provider, resource_id))
+        return resource_id, outputs
+
+    @staticmethod
+    def _made(args: pulumi_mocks.MockResourceArgs) -> dict:
+        """The outputs a provider would answer for a new resource."""
         outputs = dict(args.inputs)
         if args.typ == "tls:index/privateKey:PrivateKey":
             key = ec.generate_private_key(ec.SECP256R1())
@@ -188,9 +211,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["certPem"] = _self_signed(args.inputs["privateKeyPem"], args.inputs)
         elif args.typ == "docker:index/remoteImage:RemoteImage":
             outputs["imageId"] = "sha256:" + hashlib.sha256(args.inputs["name"].encode()).hexdigest()
-        resource_id = f"{args.name}-id"
-        self.resources.append(Recorded(args.typ, args.name, args.inputs, outputs, args.provider, resource_id))
-        return resource_id, outputs
+        return outputs
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> dict:
         self.calls.append((args.token, dict(args.args)))

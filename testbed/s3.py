@@ -6,15 +6,14 @@ docs/upstream-behaviour.md lists (ETag, listing of empty folders, modification t
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import hmac
 import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from components.s3_signature import DEFAULT_REGION, sign
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
@@ -31,41 +30,21 @@ class S3Client:
     endpoint: str  # http://host:port
     access_key: str
     secret_key: str
-    region: str = "us-east-1"
+    region: str = DEFAULT_REGION
 
     def request(self, method: str, path: str, query: dict[str, str] | None = None, body: bytes = b"") -> S3Response:
-        parts = urllib.parse.urlsplit(self.endpoint)
-        now = datetime.datetime.now(datetime.UTC)
-        amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
-        payload_hash = hashlib.sha256(body).hexdigest()
-        canonical_query = "&".join(
-            f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}"
-            for k, v in sorted((query or {}).items())
+        signed = sign(
+            method,
+            urllib.parse.urlsplit(self.endpoint).netloc,
+            path,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            query=query,
+            body=body,
+            region=self.region,
         )
-        canonical_path = urllib.parse.quote(path, safe="/-_.~")
-        headers = {"host": parts.netloc, "x-amz-content-sha256": payload_hash, "x-amz-date": amz_date}
-        signed = ";".join(sorted(headers))
-        canonical = "\n".join(
-            [
-                method,
-                canonical_path,
-                canonical_query,
-                "".join(f"{k}:{headers[k]}\n" for k in sorted(headers)),
-                signed,
-                payload_hash,
-            ]
-        )
-        scope = f"{day}/{self.region}/s3/aws4_request"
-        to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-        key = f"AWS4{self.secret_key}".encode()
-        for part in (day, self.region, "s3", "aws4_request"):
-            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-        headers["Authorization"] = (
-            f"AWS4-HMAC-SHA256 Credential={self.access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
-        )
-        url = f"{self.endpoint}{canonical_path}" + (f"?{canonical_query}" if canonical_query else "")
-        request = urllib.request.Request(url, data=body or None, method=method, headers=headers)  # noqa: S310
+        url = f"{self.endpoint}{signed.target}"
+        request = urllib.request.Request(url, data=body or None, method=method, headers=signed.headers)  # noqa: S310
         try:
             with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (loopback test server)
                 return S3Response(response.status, dict(response.headers), response.read())

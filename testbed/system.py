@@ -2,8 +2,10 @@
 
 `System.deploy()` does what an operator does on first deploy: `pulumi up` the
 vps stack (OpenList, configured by the program, and Kopia), then `pulumi up` the
-sakamoto stack. No OpenList step by hand: the suite only makes the directory that
-stands in for the 189 drive (a real drive exists before any deploy).
+sakamoto stack with `kopia.createRepository` and, once its Kopia has created the
+repository, `pulumi up` again without it (README "First deploy", step 5). No OpenList
+step by hand: the suite only makes the directory that stands in for the 189 drive (a
+real drive exists before any deploy).
 
 Each stack is applied by one of two tiers, named in the output:
 - `engine`: the real Pulumi CLI through the Automation API (testbed/engine.py);
@@ -13,15 +15,19 @@ Each stack is applied by one of two tiers, named in the output:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
 import os
 import secrets
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +35,8 @@ from typing import Any
 
 from components import openlist as openlist_component
 from components import render
-from components.config import load_namespace
+from components.config import ConfigError, load_namespace, secret_references
+from components.secrets import SecretReadError, SecretsError, read_secrets
 from testbed import engine, infra
 from testbed.adapter import Deployment
 from testbed.mocks import stack_config
@@ -48,20 +55,44 @@ OPENLIST = _OPENLIST["containerName"]
 NETWORK = _HOST["vps"]["network"]["name"]
 KOPIA = {stack: _KOPIA[stack]["containerName"] for stack in STACKS}
 ADDRESS = {stack: _HOST[stack]["deployAddress"] for stack in STACKS}
+SERVER_PORT = {stack: load_namespace(_CONFIG[stack]).kopia.server.port for stack in STACKS}
 SOURCES = {stack: {s["path"]: Path(s["hostPath"]) for s in _KOPIA[stack]["sources"]} for stack in STACKS}
 ALL_SOURCES = list(_CONFIG["vps"]["homelab-backup:policy"]["sources"])
 S3_ENDPOINT = f"{ADDRESS['vps']}:{_OPENLIST['s3Port']}"  # OpenList's S3 port as published on the VPS address
 CONFIG_DIR = {stack: Path(_HOST[stack]["configDir"]) for stack in STACKS}  # where Pulumi writes Kopia's files
 KOPIA_DATA_DIR = {stack: Path(_HOST[stack]["kopiaDataDir"]) for stack in STACKS}  # Kopia's cache, logs, state
+#: each test host's own dir: its config dir, data dirs, `kopiaDataDir` and sources are all in it
+HOST_DIR = {stack: BASE / stack for stack in STACKS}
+for _stack in STACKS:
+    for _path in (
+        CONFIG_DIR[_stack],
+        KOPIA_DATA_DIR[_stack],
+        Path(_HOST[_stack]["dataDir"]),
+        *SOURCES[_stack].values(),
+    ):
+        assert _path.is_relative_to(HOST_DIR[_stack]), f"e2e-{_stack}: {_path} is not under {HOST_DIR[_stack]}"
 #: The Local storage that stands in for 189 Cloud, in OpenList's data dir: its path in the container and
 #: on the host, and the folder bucket `kopia` maps to (where Kopia's blobs land).
 DRIVE_IN_CONTAINER = _OPENLIST["storage"]["fields"]["root_folder_path"]
-OPENLIST_DATA_ON_HOST = Path(openlist_component.data_dir_on_host(load_namespace(_CONFIG["vps"]).host))
+_VPS_CONFIG = load_namespace(_CONFIG["vps"])
+OPENLIST_DATA_ON_HOST = Path(openlist_component.data_dir_on_host(_VPS_CONFIG.host))
+assert _VPS_CONFIG.openlist is not None
+#: where the VPS's OpenList mounts the drive (the storage its admin API names by this path)
+DRIVE_MOUNT = _VPS_CONFIG.openlist.storage.mount_path
 DRIVE_ON_HOST = OPENLIST_DATA_ON_HOST / Path(DRIVE_IN_CONTAINER).relative_to(infra.OPENLIST_DATA_DIR)
 BUCKET_ON_HOST = DRIVE_ON_HOST / _CONFIG["vps"]["homelab-backup:repository"]["bucket"]
+#: the repository's blobs (kopia.repository, packs, indexes): the bucket's folder for `repository.prefix`
+REPOSITORY_ON_HOST = BUCKET_ON_HOST / _CONFIG["vps"]["homelab-backup:repository"]["prefix"].rstrip("/")
 OPENLIST_WEB_URL = f"http://{ADDRESS['vps']}:{_OPENLIST['webPort']}"
-#: what a shell in a Kopia container runs first to use the repository (README: in-container commands)
+#: what a shell in a Kopia container runs first to use the repository (docs/operations.md: in-container commands)
 WITH_SECRETS = f". {render.DEPLOY_DIR}/{render.SECRETS_ENV} && "
+#: the mail profiles' SMTP login with `System(smtp_login=True)` (a plain setting; the password is a secret)
+SMTP_USERNAME = "kopia@homelab.test"
+#: the stack of the maintenance owner, the one host that creates the repository
+OWNER = _CONFIG["vps"]["homelab-backup:repository"]["maintenanceOwner"].partition("@")[2]
+assert OWNER in STACKS, f"the maintenance owner {OWNER!r} is not a test stack"
+#: what the owner's first `pulumi up` adds: `--config-path --config homelab-backup:kopia.createRepository=true`
+CREATE_REPOSITORY = {"homelab-backup:kopia": {**_KOPIA[OWNER], "createRepository": True}}
 
 
 say = infra.say
@@ -100,11 +131,53 @@ def write_test_data(root: Path, seed: str, files: int = 12) -> None:
     (root / "empty.txt").write_bytes(b"")
 
 
+def server_status(stack: str, path: str, user: str | None = None, password: str | None = None) -> int:
+    """The HTTP status a host's Kopia server answers for `path`, with a login or without. No CA check: the
+    certificate is self-signed, and trust is its pinned fingerprint (checked where a test needs it)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    headers = {}
+    if user is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    url = f"https://{ADDRESS[stack]}:{SERVER_PORT[stack]}{path}"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as answer:  # noqa: S310 (the test host)
+            return answer.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def check_injected_config(stack: str, overrides: dict[str, Any], secret_values: dict[str, str]) -> None:
+    """The test stack as this run is about to deploy it, checked by the program's own config and secret rules
+    before any `up`: a value the testbed injects (this machine's bridge address, sshd port, receiver URLs)
+    that the program would refuse names itself here, as the testbed's problem, instead of surfacing as the
+    program's refusal in the middle of a deploy."""
+
+    def config_secret(key: str) -> str:
+        if key not in secret_values:
+            raise SecretReadError(f"config:{key}: the testbed sets no secret {key!r}")
+        return secret_values[key]
+
+    def no_key_vault() -> str:
+        raise SecretReadError("the test stacks read no Key Vault secret")
+
+    try:
+        config = load_namespace(stack_config(f"e2e-{stack}", overrides), stack=f"e2e-{stack}")
+        read_secrets(secret_references(config), config_secret=config_secret, key_vault_token=no_key_vault)
+    except (ConfigError, SecretsError) as error:
+        raise infra.E2EError(
+            f"the values this testbed injects into e2e-{stack} (this machine's addresses, ports and receivers)"
+            f" are refused by the program's own rules, before any deploy: {error}"
+        ) from None
+
+
 @dataclass
 class Kopia(infra.KopiaCli):
     """The real kopia binary on the test machine as the oracle: Kopia's own answers about the repository."""
 
-    def connect(self, prefix: str = "main/", *extra: str) -> subprocess.CompletedProcess:
+    def connect(self, prefix: str = "main/", *extra: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.run(
             "repository",
             "connect",
@@ -116,6 +189,7 @@ class Kopia(infra.KopiaCli):
             "--override-hostname=e2e-oracle",
             "--override-username=tester",
             *extra,
+            check=check,
         )
 
     def json(self, *args: str) -> Any:
@@ -149,10 +223,17 @@ class System:
     #: e2e-sakamoto pings it after every healthy check; both hosts' Kopia post alerts to it (a webhook)
     receiver: infra.HttpReceiver | None = None
     mail: infra.SmtpReceiver | None = None  # both hosts' Kopia mail alerts to it
+    #: the mail profiles log in (username SMTP_USERNAME, password `config:smtpPassword`) at a receiver that
+    #: requires it, reached at 127.0.0.1 inside each Kopia container (`mail_reaches`)
+    smtp_login: bool = False
     _lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _locked: bool = False
     receiver_address: str = ""
     _overridden: dict[str, set[str]] = field(default_factory=dict)  # per stack: the keys its last up set
+    #: the first deploy: the owner's Kopia log from the start that created the repository, and what its health
+    #: check said while the stack still set kopia.createRepository (`take_back_the_create_request`)
+    creation_log: str = ""
+    health_while_create_was_set: str = ""
     _made_networks: list[str] = field(default_factory=list)
     _workdir: Path | None = None
 
@@ -216,10 +297,11 @@ class System:
             "hostKey": self.ssh_host.host_public_key,
         }
         assert self.mail is not None, "start_receivers() first"
+        where = {"smtpServer": self.receiver_address, "smtpPort": self.mail.port}
+        if self.smtp_login:  # Kopia's sender sends a password only over TLS or to localhost
+            where = {**where, "smtpServer": "127.0.0.1", "username": SMTP_USERNAME, "password": "config:smtpPassword"}
         notifications = [
-            {**p, "email": {**p["email"], "smtpServer": self.receiver_address, "smtpPort": self.mail.port}}
-            if "email" in p
-            else p
+            {**p, "email": {**p["email"], **where}} if "email" in p else p
             for p in config["homelab-backup:notifications"]
         ]
         return {"homelab-backup:host": {**host, "ssh": ssh}, "homelab-backup:notifications": notifications, **extra}
@@ -260,7 +342,7 @@ class System:
         )
 
     def kopia(self, stack: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
-        """`kopia <command>` inside the host's container, its secrets sourced first, as the README's commands do."""
+        """`kopia <command>` inside the host's container, its secrets sourced first, as the runbook's commands do."""
         return self.docker("exec", KOPIA[stack], "sh", "-c", f"{WITH_SECRETS}kopia {command}", check=check)
 
     def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -272,6 +354,17 @@ class System:
     def health(self, container: str) -> str:
         state = self.inspect(container)["State"]
         return state.get("Health", {}).get("Status", state["Status"])
+
+    def health_output(self, container: str) -> str:
+        """What the container's last health check printed (Docker keeps it in `docker inspect`)."""
+        log = self.inspect(container)["State"].get("Health", {}).get("Log") or [{}]
+        return str(log[-1].get("Output", ""))
+
+    def wait_health(self, container: str, wanted: str, timeout: float) -> float:
+        """Wait until Docker reports `wanted` (healthy/unhealthy); returns how long that took."""
+        started = time.monotonic()
+        wait_for(f"{container} to be {wanted}", lambda: self.health(container) == wanted, timeout, interval=2)
+        return time.monotonic() - started
 
     def wait_healthy(self, container: str, timeout: float = 240) -> None:
         def healthy() -> bool:
@@ -301,8 +394,7 @@ class System:
         if BASE.exists():
             shutil.rmtree(BASE)
         for stack in ("vps", "sakamoto"):
-            (BASE / stack).mkdir(parents=True)
-            shutil.chown(BASE / stack, user=self.ssh_host.user)  # the SSH user writes the config dir here
+            self.make_host_dir(stack)
             for source_dir in SOURCES[stack].values():
                 source_dir.mkdir(parents=True)
                 write_test_data(source_dir, seed=str(source_dir))
@@ -312,6 +404,12 @@ class System:
         DRIVE_ON_HOST.chmod(0o700)
         BASE.chmod(0o755)
 
+    def make_host_dir(self, stack: str) -> None:
+        """The host's dir that holds its config dir, `kopiaDataDir` and sources, writable by the SSH user (README,
+        prerequisites: "writable parents for the dirs the stack names"); empty."""
+        HOST_DIR[stack].mkdir(parents=True)
+        shutil.chown(HOST_DIR[stack], user=self.ssh_host.user)  # the SSH user writes the config dir here
+
     def deploy(self) -> None:
         """First deploy as the README gives it: `pulumi up` vps, then sakamoto. Nothing else."""
         self.prepare_host()
@@ -319,8 +417,31 @@ class System:
         self.up("vps")
         if self.tier == "engine":
             self.observe_drift_while_vps_waits()
-        self.up("sakamoto")
+        self.up(OWNER, **CREATE_REPOSITORY)
+        self.take_back_the_create_request()
         self._make_oracle()
+
+    def take_back_the_create_request(self, up_owner: Callable[[], None] | None = None) -> None:
+        """Once the owner's Kopia has created the repository, the README's next step: `pulumi config rm
+        homelab-backup:kopia.createRepository` and `pulumi up` (here: the owner's up without the key, by
+        `up_owner` when the caller deploys it with more overrides). Keeps the creating start's log, and the
+        health check's output while the key was still set, for the tests."""
+        container = KOPIA[OWNER]
+        wait_for(
+            f"{container} to create the repository",
+            lambda: "created the repository" in self.logs(container),
+            300,
+            interval=3,
+        )
+        wait_for(
+            f"{container}'s health check to ask for kopia.createRepository to be removed",
+            lambda: "kopia.createRepository is still set" in self.health_output(container),
+            90,
+            interval=2,
+        )
+        self.creation_log = self.logs(container)
+        self.health_while_create_was_set = self.health_output(container)
+        (up_owner or (lambda: self.up(OWNER)))()
 
     def deploy_in_reverse_order(self) -> None:
         """First deploy the other way round: sakamoto (the owner) before the VPS and its OpenList exist.
@@ -332,29 +453,70 @@ class System:
         infra.docker("network", "create", NETWORK)
         self._made_networks.append(NETWORK)
         self.start_receivers()
-        self.up("sakamoto")  # its S3 endpoint does not exist yet: Kopia fails loudly and retries
+        self.up(OWNER, **CREATE_REPOSITORY)  # its S3 endpoint does not exist yet: Kopia fails loudly and retries
         vps_host = {**_HOST["vps"], "network": {**_HOST["vps"]["network"], "create": False}}
         self.up("vps", **{"homelab-backup:host": vps_host})
+        self.take_back_the_create_request()
         self._make_oracle()
 
     def _make_oracle(self) -> None:
-        workdir = BASE / "oracle"
-        workdir.mkdir()
-        self.oracle = Kopia(
+        self.oracle = self.new_oracle()
+
+    def new_oracle(self, password: str | None = None, **keys: str) -> Kopia:
+        """A Kopia client on this machine with its own fresh config dir, not yet connected: the repository
+        password and the S3 keys the stacks declare now, unless given (`access_key`, `secret_key`)."""
+        workdir = Path(tempfile.mkdtemp(prefix="oracle-", dir=BASE))
+        return Kopia(
             self.kopia_binary,
             workdir,
-            self.secrets["repoPassword"],
-            self.secrets["s3AccessKeyId"],
-            self.secrets["s3SecretAccessKey"],
+            self.secrets["repoPassword"] if password is None else password,
+            keys.get("access_key", self.secrets["s3AccessKeyId"]),
+            keys.get("secret_key", self.secrets["s3SecretAccessKey"]),
         )
 
+    def renew_oracle(self) -> None:
+        """The oracle again, connected with the repository password and S3 keys the stacks declare now (its
+        connection keeps the S3 keys it was made with)."""
+        self.oracle = self.new_oracle()
+        wait_for("the declared secrets to open the repository", lambda: self.oracle.connect().returncode == 0, 60, 5)
+
+    def wait_for_snapshots_since(self, moment: float, timeout: float = 240) -> None:
+        """A snapshot of every source of both hosts that started at `moment` or later, without errors."""
+        assert self.oracle is not None
+
+        def started(snapshot: dict) -> float:
+            return time.mktime(time.strptime(snapshot["startTime"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+
+        def done() -> bool:
+            for source in ALL_SOURCES:
+                newest = self.oracle.snapshots_of(source)[-1]
+                if started(newest) < moment - 1 or newest["stats"]["errorCount"]:
+                    return False
+            return True
+
+        wait_for("a new snapshot of every source of both hosts", done, timeout, interval=10)
+
     def start_receivers(self) -> None:
-        """Local HTTP and SMTP receivers, and the heartbeat and alert URLs that point at them."""
+        """Local HTTP and SMTP receivers, and the heartbeat and alert URLs that point at them; then both stacks
+        as they will be deployed (the owner's first up as well) are checked by the program's rules
+        (`check_injected_config`)."""
         self.stop_receivers()
-        self.receiver, self.mail = infra.HttpReceiver(), infra.SmtpReceiver()
+        login = None
+        if self.smtp_login:
+            login = (SMTP_USERNAME, self.secrets.setdefault("smtpPassword", "smtp-" + secrets.token_urlsafe(18)))
+        self.receiver, self.mail = infra.HttpReceiver(), infra.SmtpReceiver(login=login)
         self.receiver_address = infra.bridge_gateway()  # this machine, as the test stacks' containers reach it
         self.secrets["heartbeatUrl"] = self.receiver.ping_url(self.receiver_address)
         self.secrets["alertWebhookUrl"] = self.receiver.webhook_url(self.receiver_address)
+        for stack in STACKS:
+            check_injected_config(stack, self.overrides(stack), self.secrets)
+        check_injected_config(OWNER, self.overrides(OWNER, **CREATE_REPOSITORY), self.secrets)  # its first up
+
+    def mail_reaches(self, stack: str) -> None:
+        """With `smtp_login`: the SMTP receiver listens at 127.0.0.1 inside the host's Kopia container as it runs
+        now (again after every up that replaced it)."""
+        assert self.mail is not None and self.smtp_login
+        self.mail.listen_in_network_of(self.inspect(KOPIA[stack])["State"]["Pid"])
 
     def stop_receivers(self) -> None:
         for receiver in (self.receiver, self.mail):

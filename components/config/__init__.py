@@ -8,6 +8,7 @@ key, before any resource is declared. One module a job:
 - `references`: secret references (`azure://...`, `config:<key>`), parsed, and every one of a stack listed;
 - `project`: the models of the shared keys (images, repository, policy, schedule, keyVault, notifications);
 - `host`: the models of one host's keys (host, kopia, openlist);
+- `drivers`: what the project knows of OpenList's storage drivers (their fields and types, credential names);
 - `stack`: `StackConfig`, the whole, and what follows from it (identity, maintenance owner);
 - `rules`: the rules across keys (a scheduled source must be mounted, ...), one function each;
 - `problems`: how a problem names its key, and `ConfigError`, which lists them;
@@ -20,8 +21,10 @@ from components.config.fields import AbsolutePath, HostName, IpAddress, NetworkA
 from components.config.host import (
     DEFAULT_CONTENT_CACHE_MB,
     DEFAULT_METADATA_CACHE_MB,
+    DUMPS_DIR,
     S3,
     BackupSource,
+    Dump,
     Host,
     Kopia,
     KopiaCache,
@@ -29,9 +32,12 @@ from components.config.host import (
     KopiaHealth,
     KopiaSecrets,
     KopiaServer,
+    MinioDump,
     Network,
     OpenList,
     OpenListStorage,
+    PostgresDump,
+    SqliteDump,
     Ssh,
     parse_admin_url,
 )
@@ -66,6 +72,7 @@ __all__ = [
     "DEFAULT_METADATA_CACHE_MB",
     "DEFAULT_PACK_SIZE_MB",
     "DEFAULT_PARALLEL_FILE_READS",
+    "DUMPS_DIR",
     "HOST_KEYS",
     "MAX_RETENTION_COUNT",
     "OPENLIST_EMPTY_FOLDER_MARKER",
@@ -78,6 +85,7 @@ __all__ = [
     "BackupSource",
     "Compressor",
     "ConfigError",
+    "Dump",
     "EmailTarget",
     "Host",
     "HostName",
@@ -91,6 +99,7 @@ __all__ = [
     "KopiaSecrets",
     "KopiaServer",
     "Maintenance",
+    "MinioDump",
     "Network",
     "NetworkAddress",
     "NotificationProfile",
@@ -98,6 +107,7 @@ __all__ = [
     "OpenListStorage",
     "PinnedImage",
     "Policy",
+    "PostgresDump",
     "Problem",
     "Repository",
     "Retention",
@@ -105,6 +115,7 @@ __all__ = [
     "SecretRef",
     "SecretReference",
     "SourceTarget",
+    "SqliteDump",
     "Ssh",
     "StackConfig",
     "UserName",

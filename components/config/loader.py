@@ -62,6 +62,17 @@ def load_namespace(
 def _unknown_top_level_key(full_key: str) -> list[Problem]:
     """A plain key the program never reads: a misspelled key would otherwise be silently ignored. (A key stored
     as a secret is a value for a `config:` reference, maybe of another stack sharing the same secrets.)"""
+    key = full_key.partition(":")[2]
+    if key.partition(".")[0] in PROJECT_KEYS + HOST_KEYS:
+        # `pulumi config set` / `pulumi up --config` without the path flag store 'kopia.x' as a key of its own.
+        return [
+            (
+                full_key,
+                f"is a key of its own, not {key} inside {key.partition('.')[0]}: it was set without the path flag."
+                f" Remove it (pulumi config rm '{full_key}') and set it with 'pulumi config set --path' (or"
+                " 'pulumi up --config-path --config ...')",
+            )
+        ]
     return [
         (
             full_key,

@@ -7,7 +7,7 @@ import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from components.config.fields import AbsolutePath, HostName, Model, NetworkAddress, PinnedImage, UserName
 from components.config.references import SecretReference
@@ -48,8 +48,11 @@ Compressor = Literal[
 
 
 class Images(Model):
-    kopia: PinnedImage = Field(description="Kopia server image, e.g. kopia/kopia:0.22.3")
-    openlist: PinnedImage = Field(description="OpenList image (v4.1.9+: uploads need real modification times)")
+    kopia: PinnedImage = Field(description="Kopia server image, pinned", examples=["kopia/kopia:0.22.3"])
+    openlist: PinnedImage = Field(
+        description="OpenList image (v4.1.9+: uploads need real modification times)",
+        examples=["ghcr.io/openlistteam/openlist-git:v4.2.5"],
+    )
 
 
 def _bucket(value: str) -> str:
@@ -65,9 +68,9 @@ def _prefix(value: str) -> str:
 
 
 #: Kopia 0.22.3 defaults to 20 MiB packs (repo/format/format_provider.go); this project's choice, measured in
-#: benchmarks/snapshot_throughput.py (README "Performance").
+#: benchmarks/snapshot_throughput.py (docs/performance.md).
 DEFAULT_PACK_SIZE_MB = 64
-_KOPIA_DURATION = r"^[0-9]+(m|h)$"
+_KOPIA_DURATION = r"^[1-9][0-9]*(m|h)$"  # 0m would run maintenance without pause
 
 
 class Maintenance(Model):
@@ -87,13 +90,18 @@ class Maintenance(Model):
 class Repository(Model):
     # Field validators, not a model validator: they run even when another field of the model is invalid.
     bucket: Annotated[str, AfterValidator(_bucket)] = Field(
-        description="S3 bucket both hosts write to (an OpenList S3 bucket name)"
+        description="S3 bucket both hosts write to (an OpenList S3 bucket name)", examples=["kopia"]
     )
-    prefix: Annotated[str, AfterValidator(_prefix)] = Field(description="object prefix inside the bucket, e.g. 'main/'")
-    username: UserName = Field(description="Kopia user of every host's identity <username>@<host>")
+    prefix: Annotated[str, AfterValidator(_prefix)] = Field(
+        description="object prefix inside the bucket: a folder path ending in '/'", examples=["main/"]
+    )
+    username: UserName = Field(
+        description="Kopia user of every host's identity <username>@<host>", examples=["shelken"]
+    )
     maintenance_owner: str = Field(
         alias="maintenanceOwner",
         description="<username>@<host> that runs maintenance and is the only host allowed to create the repository",
+        examples=["shelken@sakamoto"],
     )
     pack_size_mb: int = Field(
         default=DEFAULT_PACK_SIZE_MB,
@@ -101,7 +109,7 @@ class Repository(Model):
         ge=10,
         le=120,
         description="Kopia's maximum pack blob size (MiB), set by the maintenance owner; fewer, larger blobs keep "
-        "OpenList's folder listings short (docs/decisions.md, README 'Performance')",
+        "OpenList's folder listings short (docs/decisions.md, docs/performance.md)",
     )
     maintenance: Maintenance = Field(default_factory=Maintenance)
 
@@ -127,12 +135,54 @@ def _prefix_problems(prefix: str) -> list[str]:
 class Retention(Model):
     """Kopia retention; unset values inherit from the repository's (global) policy."""
 
-    keep_latest: int | None = Field(default=None, alias="keepLatest", ge=0, le=MAX_RETENTION_COUNT)
-    keep_hourly: int | None = Field(default=None, alias="keepHourly", ge=0, le=MAX_RETENTION_COUNT)
-    keep_daily: int | None = Field(default=None, alias="keepDaily", ge=0, le=MAX_RETENTION_COUNT)
-    keep_weekly: int | None = Field(default=None, alias="keepWeekly", ge=0, le=MAX_RETENTION_COUNT)
-    keep_monthly: int | None = Field(default=None, alias="keepMonthly", ge=0, le=MAX_RETENTION_COUNT)
-    keep_annual: int | None = Field(default=None, alias="keepAnnual", ge=0, le=MAX_RETENTION_COUNT)
+    keep_latest: int | None = Field(
+        default=None,
+        alias="keepLatest",
+        ge=0,
+        le=MAX_RETENTION_COUNT,
+        description="newest snapshots kept",
+        examples=[10],
+    )
+    keep_hourly: int | None = Field(
+        default=None,
+        alias="keepHourly",
+        ge=0,
+        le=MAX_RETENTION_COUNT,
+        description="hours kept (the latest snapshot of each)",
+        examples=[24],
+    )
+    keep_daily: int | None = Field(
+        default=None,
+        alias="keepDaily",
+        ge=0,
+        le=MAX_RETENTION_COUNT,
+        description="days kept (the latest snapshot of each)",
+        examples=[7],
+    )
+    keep_weekly: int | None = Field(
+        default=None,
+        alias="keepWeekly",
+        ge=0,
+        le=MAX_RETENTION_COUNT,
+        description="weeks kept (the latest snapshot of each)",
+        examples=[4],
+    )
+    keep_monthly: int | None = Field(
+        default=None,
+        alias="keepMonthly",
+        ge=0,
+        le=MAX_RETENTION_COUNT,
+        description="months kept (the latest snapshot of each)",
+        examples=[12],
+    )
+    keep_annual: int | None = Field(
+        default=None,
+        alias="keepAnnual",
+        ge=0,
+        le=MAX_RETENTION_COUNT,
+        description="years kept (the latest snapshot of each)",
+        examples=[3],
+    )
 
 
 class SourceTarget(Model):
@@ -160,7 +210,14 @@ def _parse_target(value: Any) -> Any:
     return value
 
 
-#: More files in flight than CPUs, so compression keeps both cores busy while packs upload (README "Performance").
+#: A source as the stack files write it, '<user>@<host>:/<path>' (parsed into a SourceTarget): for editors, a string.
+SourceTargetText = Annotated[
+    SourceTarget,
+    WithJsonSchema({"type": "string", "pattern": r"^[^@:]+@[^@:]+:/.*$"}),
+]
+
+
+#: More files in flight than CPUs, so compression keeps both cores busy while packs upload (docs/performance.md).
 DEFAULT_PARALLEL_FILE_READS = 8
 
 
@@ -168,7 +225,7 @@ class Policy(Model):
     """The one backup policy of the repository, rendered to the same policy.json on every host."""
 
     retention: Retention
-    compression: Compressor
+    compression: Compressor = Field(description="Kopia's compressor for every source", examples=["zstd-fastest"])
     parallel_file_reads: int = Field(
         default=DEFAULT_PARALLEL_FILE_READS,
         alias="parallelFileReads",
@@ -177,7 +234,11 @@ class Policy(Model):
         description="files a snapshot reads and uploads at once (policy upload.maxParallelFileReads; Kopia's "
         "default is one per CPU)",
     )
-    sources: list[SourceTarget] = Field(min_length=1, description="'<user>@<host>:/<path>' of every host")
+    sources: list[SourceTargetText] = Field(
+        min_length=1,
+        description="'<user>@<host>:/<path>' of every host",
+        examples=[["shelken@sakamoto:/backup/minio", "shelken@vps:/backup/data"]],
+    )
 
 
 class Schedule(Model):
@@ -187,7 +248,9 @@ class Schedule(Model):
     minute): a stack's value replaces the whole project value, Pulumi does not merge the two objects.
     """
 
-    interval_seconds: int = Field(alias="intervalSeconds", ge=60, description="snapshot interval of every source")
+    interval_seconds: int = Field(
+        alias="intervalSeconds", ge=60, description="snapshot interval of every source", examples=[3600]
+    )
 
 
 class KeyVault(Model):
@@ -196,7 +259,12 @@ class KeyVault(Model):
         alias="urlTemplate",
         description="data-plane base URL; {vault} is replaced by the reference's vault name",
     )
-    api_version: str = Field(default="7.4", alias="apiVersion", pattern=r"^[0-9]+\.[0-9]+(-preview)?$")
+    api_version: str = Field(
+        default="7.4",
+        alias="apiVersion",
+        pattern=r"^[0-9]+\.[0-9]+(-preview)?$",
+        description="Key Vault REST API version of the secret reads",
+    )
 
     @field_validator("url_template")
     @classmethod
@@ -221,23 +289,42 @@ SEVERITIES = {"verbose": -100, "success": -10, "report": 0, "warning": 10, "erro
 class WebhookTarget(Model):
     """A webhook (also ntfy, Gotify, Discord, Slack): Kopia sends the message body with a `Subject` header."""
 
-    url: SecretReference = Field(description="secret reference to the URL (it usually holds a token)")
-    method: Literal["POST", "PUT"] = "POST"
+    url: SecretReference = Field(
+        description="secret reference to the URL (it usually holds a token)",
+        examples=["azure://shelken-homelab/homelab-backup/NTFY_URL"],
+    )
+    method: Literal["POST", "PUT"] = Field(default="POST", description="HTTP method of the request")
     format: Literal["txt", "html"] = Field(default="txt", description="message body format")
     headers: SecretReference | None = Field(
-        default=None, description="secret reference to extra headers, one 'Name: value' per line"
+        default=None,
+        description="secret reference to extra headers, one 'Name: value' per line",
+        examples=["azure://shelken-homelab/homelab-backup/NTFY_HEADERS"],
     )
 
 
 class EmailTarget(Model):
     """Mail through an SMTP server (Kopia uses STARTTLS when the server offers it)."""
 
-    smtp_server: NetworkAddress = Field(alias="smtpServer")
-    smtp_port: int = Field(default=587, alias="smtpPort", ge=1, le=65535)
-    username: str | None = Field(default=None, description="SMTP login; omit for a relay without authentication")
-    password: SecretReference | None = Field(default=None, description="secret reference to the SMTP password")
-    from_address: str = Field(alias="from", pattern=r"^[^\s@]+@[^\s@]+$")
-    to: list[Annotated[str, Field(pattern=r"^[^\s@,]+@[^\s@,]+$")]] = Field(min_length=1)
+    smtp_server: NetworkAddress = Field(
+        alias="smtpServer", description="SMTP server's host name or IP address", examples=["smtp.example.net"]
+    )
+    smtp_port: int = Field(default=587, alias="smtpPort", ge=1, le=65535, description="SMTP server's port")
+    username: str | None = Field(
+        default=None,
+        description="SMTP login; omit for a relay without authentication",
+        examples=["kopia@example.net"],
+    )
+    password: SecretReference | None = Field(
+        default=None,
+        description="secret reference to the SMTP password",
+        examples=["azure://shelken-homelab/homelab-backup/SMTP_PASSWORD"],
+    )
+    from_address: str = Field(
+        alias="from", pattern=r"^[^\s@]+@[^\s@]+$", description="sender address", examples=["kopia@example.net"]
+    )
+    to: list[Annotated[str, Field(pattern=r"^[^\s@,]+@[^\s@,]+$")]] = Field(
+        min_length=1, description="recipient addresses", examples=[["me@example.net"]]
+    )
     format: Literal["txt", "html"] = Field(default="txt", description="message body format")
 
     @model_validator(mode="after")
@@ -251,7 +338,9 @@ class NotificationProfile(Model):
     """One of Kopia's notification profiles: where the servers send snapshot reports and errors."""
 
     name: str = Field(
-        pattern=r"^[a-z0-9][a-z0-9-]{0,39}$", description="the profile's name; Kopia stores it as homelab-<name>"
+        pattern=r"^[a-z0-9][a-z0-9-]{0,39}$",
+        description="the profile's name; Kopia stores it as homelab-<name>",
+        examples=["ntfy"],
     )
     min_severity: Literal["verbose", "success", "report", "warning", "error"] = Field(
         default="warning",
@@ -259,8 +348,8 @@ class NotificationProfile(Model):
         description="the least severe message sent: 'warning' sends failed and partly failed snapshots, not "
         "every successful one (Kopia's own default, 'report', sends them all)",
     )
-    webhook: WebhookTarget | None = None
-    email: EmailTarget | None = None
+    webhook: WebhookTarget | None = Field(default=None, description="send by webhook (exactly one of webhook, email)")
+    email: EmailTarget | None = Field(default=None, description="send by mail (exactly one of webhook, email)")
 
     @model_validator(mode="after")
     def _one_target(self) -> NotificationProfile:

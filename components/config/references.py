@@ -64,11 +64,16 @@ def parse_secret_ref(value: Any) -> SecretRef:
     )
 
 
+#: The schema's `format` of a secret reference: scripts/config_docs.py names the type by it (editors check the pattern).
+REFERENCE_FORMAT = "secret-reference"  # a name, not a secret
+
 SecretReference = Annotated[
     SecretRef,
     PlainValidator(parse_secret_ref),
     PlainSerializer(str),
-    WithJsonSchema({"type": "string", "pattern": f"{_AZURE_REF.pattern}|{_CONFIG_REF.pattern}"}),
+    WithJsonSchema(
+        {"type": "string", "format": REFERENCE_FORMAT, "pattern": f"{_AZURE_REF.pattern}|{_CONFIG_REF.pattern}"}
+    ),
 ]
 
 

@@ -4,8 +4,11 @@ problems, each named by its key; `consistency_problems` runs them all on a valid
 from __future__ import annotations
 
 import ipaddress
-import re
+import json
 
+from components.config.drivers import CREDENTIAL_FIELD, KNOWN_DRIVER_FIELDS, json_type_name
+from components.config.fields import is_within
+from components.config.host import DUMPS_DIR
 from components.config.problems import PROJECT, Problem
 from components.config.stack import StackConfig, identity
 
@@ -28,9 +31,34 @@ CONTAINER_RESERVED_DIRS = (
     "/var",
 )
 
+#: Docker's own state: every container's files, images and volumes.
+DOCKER_STATE_DIR = "/var/lib/docker"
 
-# Addition fields that hold a credential: refused in `fields` (plain text in the stack file and the state).
-_SECRET_FIELD = re.compile(r"password|token|secret|cookie|key", re.IGNORECASE)
+# Host directories that are not a deployment's own (docs/decisions.md, "System directories"):
+#: Kernel interfaces, device nodes and runtime state, the Docker socket among them (/run/docker.sock; /var/run
+#: is a link to /run): no config dir, data dir or backup source at, in or around them. A read-only mount does
+#: not stop a process in the container from connecting to a socket.
+VIRTUAL_DIRS = ("/dev", "/proc", "/run", "/sys", "/var/run")
+#: Emptied at boot, or owned by the OS's package manager or by Docker: no config or data dir at or in them.
+SYSTEM_OWNED_DIRS = ("/bin", "/boot", "/lib", "/lib32", "/lib64", "/libx32", "/sbin", "/tmp", "/usr", DOCKER_STATE_DIR)  # noqa: S108
+#: Trees that many services or users share: a config or data dir of its own may lie in one, never be one.
+SHARED_DIRS = (
+    "/",
+    "/etc",
+    "/home",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/root",
+    "/snap",
+    "/srv",
+    "/var",
+    "/var/cache",
+    "/var/lib",
+    "/var/log",
+    "/var/opt",
+    "/var/tmp",  # noqa: S108 (a directory refused as a whole, not a temp file)
+)
 
 
 def consistency_problems(config: StackConfig, stack: str | None) -> list[Problem]:
@@ -38,16 +66,22 @@ def consistency_problems(config: StackConfig, stack: str | None) -> list[Problem
     return [
         *_host_belongs_to_this_stack(config, stack),
         *_deploy_address_is_one_interface(config),
+        *_host_dirs_are_not_system_dirs(config),
+        *_config_dir_is_its_own(config),
         *_kopia_data_dir_outside_config_dir(config),
         *_policy_sources_are_mounted(config),
         *_mounts_are_scheduled_and_safe(config),
         *_source_host_paths_are_distinct(config),
         *_maintenance_owner_is_a_policy_host(config),
+        *_only_the_maintenance_owner_creates_the_repository(config),
+        *_only_the_owner_changes_the_repository_password(config),
         *_s3_endpoint_only_without_openlist(config),
         *_published_ports_do_not_collide(config),
         *_notification_names_are_unique(config),
         *_openlist_credentials_are_references(config),
+        *_openlist_fields_fit_the_driver(config),
         *_openlist_gateway_is_configured_not_deployed(config),
+        *_dumps_fit_their_sources(config),
     ]
 
 
@@ -58,8 +92,7 @@ def _host_belongs_to_this_stack(config: StackConfig, stack: str | None) -> list[
     if stack is None:  # not a deploy (scripts/status reads stacks that were deployed)
         return []
     host = config.host
-    expected = host.stack_name or host.name
-    if expected == stack:
+    if host.stack == stack:
         return []
     if host.stack_name is not None:
         return [
@@ -93,11 +126,77 @@ def _deploy_address_is_one_interface(config: StackConfig) -> list[Problem]:
     ]
 
 
+def _host_dirs_are_not_system_dirs(config: StackConfig) -> list[Problem]:
+    """The config dir is mounted whole into the Kopia container, Kopia writes under its data dir and OpenList
+    under the data dir: a system or shared directory there would hand the container the Docker socket or
+    other services' files, or mix this stack's files with the system's. A backup source is mounted read-only,
+    which does not stop a process from connecting to a socket in it."""
+    host = config.host
+    own_dirs = {"host.configDir": host.config_dir, "host.dataDir": host.data_dir}
+    if host.kopia_data_dir is not None:
+        own_dirs["host.kopiaDataDir"] = host.kopia_data_dir
+    problems = [(f"{PROJECT}:{key}", reason) for key, path in own_dirs.items() if (reason := _system_dir_reason(path))]
+    problems += [
+        (f"{PROJECT}:kopia.sources[{i}].hostPath", reason)
+        for i, source in enumerate(config.kopia.sources)
+        if (reason := _system_source_reason(source.host_path))
+    ]
+    return problems
+
+
+def _system_dir_reason(path: str) -> str | None:
+    """Why `path` cannot be a config or data dir of this stack, or None."""
+    own = "set a directory of this stack's own, e.g. /opt/homelab-backup/<name>"
+    for directory in VIRTUAL_DIRS:
+        if is_within(path, directory):
+            return f"{path} is in {directory}: kernel interfaces and runtime state (the Docker socket), not data; {own}"
+    for directory in SYSTEM_OWNED_DIRS:
+        if is_within(path, directory):
+            return f"{path} is in {directory}, which the system (or Docker) owns and may empty or replace; {own}"
+    if path in SHARED_DIRS:
+        return f"{path} is a directory other services or users share, not one of this stack's own; {own}"
+    return None
+
+
+def _system_source_reason(path: str) -> str | None:
+    """Why `path` cannot be a backup source, or None: what it would expose is not data worth a snapshot."""
+    for directory in VIRTUAL_DIRS:
+        if is_within(path, directory) or is_within(directory, path):
+            return (
+                f"{path} {'is in' if is_within(path, directory) else 'holds'} {directory}: kernel interfaces and"
+                " runtime state, the Docker socket among them, which a read-only mount still lets the container"
+                " use; back up the directories that hold the data"
+            )
+    if is_within(DOCKER_STATE_DIR, path):
+        return (
+            f"{path} holds Docker's whole state ({DOCKER_STATE_DIR}: images, every container's files, live"
+            f" databases); back up the volumes that matter, e.g. {DOCKER_STATE_DIR}/volumes/<name>"
+        )
+    return None
+
+
+def _config_dir_is_its_own(config: StackConfig) -> list[Problem]:
+    """The config dir is mounted whole into the Kopia container: one that holds the data dir would show it
+    OpenList's database (the S3 keys, the 189 login) and other services' data; one that holds a source would
+    mix the files Pulumi writes with the data it backs up. (Kopia's own dir: `_kopia_data_dir_outside_config_dir`.)"""
+    config_dir, key = config.host.config_dir, f"{PROJECT}:host.configDir"
+    why = "the config dir is mounted whole into the Kopia container: give it a directory of its own"
+    problems: list[Problem] = []
+    if is_within(config.host.data_dir, config_dir):
+        problems.append((key, f"{config_dir} holds host.dataDir ({config.host.data_dir}); {why}"))
+    problems += [
+        (key, f"{config_dir} holds kopia.sources[{i}].hostPath ({source.host_path}); {why}")
+        for i, source in enumerate(config.kopia.sources)
+        if is_within(source.host_path, config_dir) and source.host_path != config_dir
+    ]
+    return problems
+
+
 def _kopia_data_dir_outside_config_dir(config: StackConfig) -> list[Problem]:
     """The config dir is mounted read-only and written file by file by Pulumi; Kopia's cache inside it (or it
     inside the cache) would mix Kopia's writes with the files that hold the secrets."""
     kopia_dir, config_dir = config.host.kopia_dir, config.host.config_dir
-    if not (_is_within(kopia_dir, config_dir) or _is_within(config_dir, kopia_dir)):
+    if not (is_within(kopia_dir, config_dir) or is_within(config_dir, kopia_dir)):
         return []
     key = "host.kopiaDataDir" if config.host.kopia_data_dir else "host.dataDir"
     return [
@@ -147,7 +246,7 @@ def _mounts_are_scheduled_and_safe(config: StackConfig) -> list[Problem]:
         if source.path in seen:
             problems.append((key, f"{source.path} is mounted twice"))
         seen.add(source.path)
-        if source.path == "/" or any(_is_within(source.path, d) for d in CONTAINER_RESERVED_DIRS):
+        if source.path == "/" or any(is_within(source.path, d) for d in CONTAINER_RESERVED_DIRS):
             problems.append(
                 (
                     key,
@@ -155,7 +254,7 @@ def _mounts_are_scheduled_and_safe(config: StackConfig) -> list[Problem]:
                     " or /): mount it elsewhere, e.g. /backup/<name>",
                 )
             )
-        if _is_within(kopia_dir, source.host_path) or _is_within(source.host_path, kopia_dir):
+        if is_within(kopia_dir, source.host_path) or is_within(source.host_path, kopia_dir):
             problems.append(
                 (
                     host_path_key,
@@ -163,7 +262,7 @@ def _mounts_are_scheduled_and_safe(config: StackConfig) -> list[Problem]:
                     " backed up into the repository at every snapshot; set host.kopiaDataDir outside every source",
                 )
             )
-        if _is_within(config_dir, source.host_path):
+        if is_within(config_dir, source.host_path):
             problems.append(
                 (
                     host_path_key,
@@ -171,7 +270,7 @@ def _mounts_are_scheduled_and_safe(config: StackConfig) -> list[Problem]:
                     " backed up; move host.configDir outside every source",
                 )
             )
-        if openlist_dir is not None and _is_within(openlist_dir, source.host_path):
+        if openlist_dir is not None and is_within(openlist_dir, source.host_path):
             # A live database copied mid-write, holding the S3 keys and the 189 login, stored on that drive.
             problems.append(
                 (
@@ -194,9 +293,9 @@ def _source_host_paths_are_distinct(config: StackConfig) -> list[Problem]:
         for i, earlier in enumerate(sources[:j]):
             if later.host_path == earlier.host_path:
                 reason = f"is also kopia.sources[{i}].hostPath"
-            elif _is_within(later.host_path, earlier.host_path):
+            elif is_within(later.host_path, earlier.host_path):
                 reason = f"lies inside kopia.sources[{i}].hostPath ({earlier.host_path})"
-            elif _is_within(earlier.host_path, later.host_path):
+            elif is_within(earlier.host_path, later.host_path):
                 reason = f"contains kopia.sources[{i}].hostPath ({earlier.host_path})"
             else:
                 continue
@@ -222,6 +321,37 @@ def _maintenance_owner_is_a_policy_host(config: StackConfig) -> list[Problem]:
         (
             f"{PROJECT}:repository.maintenanceOwner",
             f"'{owner}' must be <username>@<host> of a host in policy.sources ({choices})",
+        )
+    ]
+
+
+def _only_the_maintenance_owner_creates_the_repository(config: StackConfig) -> list[Problem]:
+    """One host may create the repository: two creators racing on an empty prefix would write two format blobs.
+    Refused on any other stack, so the one-off `--config` cannot land on the wrong host."""
+    if not config.kopia.create_repository or config.is_maintenance_owner:
+        return []
+    owner = config.repository.maintenance_owner
+    return [
+        (
+            f"{PROJECT}:kopia.createRepository",
+            f"only the maintenance owner {owner} creates the repository, and this stack deploys {config.identity}:"
+            f" remove it (pulumi config rm --stack {config.host.stack} --path {PROJECT}:kopia.createRepository);"
+            f" this host connects once {owner} has created it",
+        )
+    ]
+
+
+def _only_the_owner_changes_the_repository_password(config: StackConfig) -> list[Problem]:
+    """The repository has one password, changed by one client (`kopia repository change-password`): the
+    maintenance owner, whose start script does it. Every other host just gets the new password."""
+    if config.kopia.secrets.previous_repository_password is None or config.is_maintenance_owner:
+        return []
+    owner = config.repository.maintenance_owner
+    return [
+        (
+            f"{PROJECT}:kopia.secrets.previousRepositoryPassword",
+            f"only the maintenance owner ({owner}) changes the repository password: declare it on that host's "
+            "stack; this host needs only the new repositoryPassword",
         )
     ]
 
@@ -273,27 +403,59 @@ def _openlist_credentials_are_references(config: StackConfig) -> list[Problem]:
         key = f"{PROJECT}:openlist.storage.fields.{name}"
         if name in storage.secret_fields:
             problems.append((key, "is also in openlist.storage.secretFields: keep it in one of them"))
-        elif _SECRET_FIELD.search(name):
+        elif CREDENTIAL_FIELD.search(name):
             problems.append((key, "looks like a credential: move it to openlist.storage.secretFields as a reference"))
     return problems
 
 
+def _openlist_fields_fit_the_driver(config: StackConfig) -> list[Problem]:
+    """For a driver the project knows, each declared field is one of its fields, of its type: OpenList drops a
+    field the driver lacks without a word (a misspelled secret field would leave the real credential as it
+    was, and every later diff clean), and fails the storage on a number where the driver holds text (a phone
+    number written unquoted), after the container exists."""
+    if config.openlist is None:
+        return []
+    storage = config.openlist.storage
+    known = KNOWN_DRIVER_FIELDS.get(storage.driver)
+    if known is None:
+        return []
+    problems: list[Problem] = []
+    declared = [("fields", name, value) for name, value in storage.fields.items()]
+    declared += [("secretFields", name, "") for name in storage.secret_fields]
+    for where, name, value in declared:
+        key = f"{PROJECT}:openlist.storage.{where}.{name}"
+        if name not in known:
+            problems.append(
+                (
+                    key,
+                    f"is not a field of OpenList's {storage.driver} driver, which would drop it without a word"
+                    f" (check its spelling; the driver's fields: {', '.join(sorted(known))})",
+                )
+            )
+        elif type(value) is not known[name]:
+            wanted, given = json_type_name(known[name]), json_type_name(type(value))
+            hint = f" (quote it: '{json.dumps(value)}')" if known[name] is str and where == "fields" else ""
+            problems.append((key, f"is {given}, but the {storage.driver} driver takes {wanted} here{hint}"))
+    return problems
+
+
 def _openlist_gateway_is_configured_not_deployed(config: StackConfig) -> list[Problem]:
-    """With adminUrl the stack configures an OpenList it does not run: container and ports are not its own;
-    without it, the program restarts its own OpenList and takes no restart command."""
+    """With adminUrl the stack configures an OpenList it does not run: container and ports are not its own, and
+    its S3 address is given (s3Url); without it, the program restarts and reaches its own OpenList."""
     if config.openlist is None:
         return []
     if config.openlist.deployed:
-        if config.openlist.restart_command is None:
-            return []
+        gateway_only = {
+            "restartCommand": (config.openlist.restart_command, "is restarted by the program"),
+            "s3Url": (config.openlist.s3_url, "is reached at host.deployAddress and openlist.s3Port"),
+        }
         return [
-            (
-                f"{PROJECT}:openlist.restartCommand",
-                "applies only with openlist.adminUrl: the OpenList this stack deploys is restarted by the program",
-            )
+            (f"{PROJECT}:openlist.{key}", f"applies only with openlist.adminUrl: the OpenList this stack deploys {why}")
+            for key, (value, why) in gateway_only.items()
+            if value is not None
         ]
     deploy_only = {"container_name": "containerName", "web_port": "webPort", "s3_port": "s3Port"}
-    return [
+    problems: list[Problem] = [
         (
             f"{PROJECT}:openlist.{alias}",
             "applies only to an OpenList this stack deploys; remove it, or remove openlist.adminUrl",
@@ -301,7 +463,50 @@ def _openlist_gateway_is_configured_not_deployed(config: StackConfig) -> list[Pr
         for name, alias in deploy_only.items()
         if name in config.openlist.model_fields_set
     ]
+    if config.openlist.s3_url is None:
+        problems.append(
+            (
+                f"{PROJECT}:openlist.s3Url",
+                "is required with openlist.adminUrl: that OpenList's S3 address as this host reaches it (e.g. "
+                "http://openlist.cluster.lan:5246); every up checks there that it enforces the S3 keys",
+            )
+        )
+    return problems
 
 
-def _is_within(path: str, directory: str) -> bool:
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
+def _dumps_fit_their_sources(config: StackConfig) -> list[Problem]:
+    """Each dump has a name of its own on the host (its file and its container), starts before the snapshot it
+    is for (its lead is shorter than the interval), and an SQLite file lies inside its source: the dump lands
+    next to the raw file, in the same snapshot."""
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}
+    interval = config.schedule.interval_seconds
+    for i, source in enumerate(config.kopia.sources):
+        for j, dump in enumerate(source.dumps):
+            key = f"{PROJECT}:kopia.sources[{i}].dumps[{j}]"
+            if dump.name in seen:
+                problems.append(
+                    (f"{key}.name", f"{dump.name!r} is also {seen[dump.name]}: give each dump its own name")
+                )
+            seen.setdefault(dump.name, f"kopia.sources[{i}].dumps[{j}].name")
+            if dump.lead_seconds >= interval:
+                problems.append(
+                    (
+                        f"{key}.leadSeconds",
+                        f"{dump.lead_seconds}s is not shorter than schedule.intervalSeconds ({interval}s): the dump"
+                        " must start after one snapshot and finish before the next",
+                    )
+                )
+            if dump.sqlite is not None:
+                file, dumps_dir = dump.sqlite.file, f"{source.host_path}/{DUMPS_DIR}"
+                if not is_within(file, source.host_path) or file == source.host_path:
+                    problems.append(
+                        (
+                            f"{key}.sqlite.file",
+                            f"{file} is outside this source ({source.host_path}): declare the dump under the source"
+                            " that holds the database",
+                        )
+                    )
+                elif is_within(file, dumps_dir):
+                    problems.append((f"{key}.sqlite.file", f"{file} is in {dumps_dir}, where the dumps are written"))
+    return problems

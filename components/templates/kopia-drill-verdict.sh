@@ -3,6 +3,11 @@
 # exits 1 when the last drill failed or is overdue. Rendered from components/templates/kopia-drill-verdict.sh.
 if [ -r @STATE_DIR@/restore-drill ] && read -r outcome at when message < @STATE_DIR@/restore-drill; then
     age=$(( $(date +%s) - at ))
+    if [ "$age" -lt -@CLOCK_SKEW_SECONDS@ ]; then
+        # A negative age is never overdue: a clock that ran ahead when the drill ran would pass it for ever.
+        echo "restore drill result is dated $(( -age ))s in the future (at $when): check the host clock"
+        exit 1
+    fi
     if [ "$outcome" != ok ]; then
         echo "restore drill failed at $when: $message"
         exit 1

@@ -2,8 +2,9 @@
 # stdin. One home for the rules: the health check of the container (components/templates/kopia-health.sh embeds
 # this program) and `scripts/status` on the machine of the operator both run it.
 # Variables: now, started (epoch seconds of the server start; empty: unknown), max_age (seconds),
-# upload_allowance (seconds an upload may add to max_age), expected (the sources
-# of the host, space-separated user@host:/path). Prints one "<source>: <problem>" line per problem, or
+# upload_allowance (seconds an upload may add to max_age), skew (seconds a time may lie ahead of now before
+# it is a clock problem, not a fresh snapshot), expected (the sources of the host, space-separated
+# user@host:/path). Prints one "<source>: <problem>" line per problem, or
 # "healthy: <n> sources backing up"; exits 1 on any problem. No single quotes in this file: the health
 # check passes it to awk inside single quotes.
 # Seconds since the epoch of an RFC 3339 time such as 2026-11-27T11:54:00.32Z or 2026-11-27T19:55:00+08:00.
@@ -33,7 +34,7 @@ function finish() {
     else if (status == "UPLOADING") {
         # Uploading counts as backing up, within a bound: a hung upload must not stay green forever.
         since = last_start == "" ? (started == "" ? 0 : now - started) : now - epoch(last_start)
-        if (since > max_age + upload_allowance)
+        if (!(last_start != "" && ahead(name, since)) && since > max_age + upload_allowance)
             problem(name ": uploading, but no snapshot finished for " since "s (more than " max_age + upload_allowance "s)")
     }
     else {
@@ -43,7 +44,7 @@ function finish() {
             else if (now - started > max_age) problem(name ": no snapshot since the server started " now - started "s ago")
         } else {
             age = now - epoch(last_start)
-            if (age > max_age) problem(name ": last snapshot " age "s ago (more than " max_age "s)")
+            if (!ahead(name, age) && age > max_age) problem(name ": last snapshot " age "s ago (more than " max_age "s)")
             if (errors + 0 > 0) problem(name ": last snapshot had " errors " errors")
             if (incomplete != "") problem(name ": last snapshot is incomplete (" incomplete ")")
         }
@@ -51,6 +52,13 @@ function finish() {
     path = ""
 }
 function problem(text) { print text; bad = 1 }
+# A snapshot dated in the future has a negative age, which no bound ever calls stale: a host clock that ran
+# ahead, or one set back later. Beyond the tolerated skew it is a problem of its own.
+function ahead(name, age) {
+    if (age >= -skew) return 0
+    problem(name ": last snapshot is dated " (-age) "s in the future (more than " skew "s ahead): check the host clock")
+    return 1
+}
 function reset() { status = ""; last_start = ""; errors = 0; incomplete = ""; next_time = ""; user = ""; host = ""; path = "" }
 BEGIN { n = split(expected, list, " "); for (i = 1; i <= n; i++) want[list[i]] = 1 }
 # Kopia pretty-prints the answer, one key per line; stack[d] is the key that opened nesting level d

@@ -32,6 +32,7 @@ from testbed.infra.cleanup import (  # noqa: F401
 from testbed.infra.dockerd import (  # noqa: F401
     DockerEngine,
     bridge_gateway,
+    choose_bridge_address,
     docker_info_ok,
     ensure_docker_engine,
 )
@@ -48,6 +49,8 @@ from testbed.infra.gate import (  # noqa: F401
 from testbed.infra.gobuild import (  # noqa: F401
     BUILD_RECIPE,
     KOPIA_BUILD,
+    MC_BUILD,
+    MINIO_BUILD,
     OPENLIST_BUILD,
     PULUMI_BUILD,
     PULUMI_VERSION,
@@ -64,10 +67,13 @@ from testbed.infra.images import (  # noqa: F401
     DEBIAN_PACKAGES,
     DEBIAN_SUITE,
     E2EImages,
+    MinioImages,
     build_image,
     ensure_debian_base,
     ensure_image,
     ensure_images,
+    ensure_minio_images,
+    ensure_postgres_image,
     file_sha256,
     image_label,
     image_version_label,
@@ -113,6 +119,7 @@ from testbed.infra.process import (  # noqa: F401
     free_port,
     progress,
     run,
+    run_in_terminal,
     say,
     set_progress_writer,
     tail_file,
@@ -122,6 +129,7 @@ from testbed.infra.process import (  # noqa: F401
 )
 from testbed.infra.receivers import (  # noqa: F401
     HttpReceiver,
+    Login,
     SmtpReceiver,
 )
 from testbed.infra.runlock import (  # noqa: F401
@@ -134,10 +142,14 @@ from testbed.infra.ssh import (  # noqa: F401
     SshDocker,
     SshHost,
     SshServer,
+    authorized_keys_file,
     ensure_ssh_user,
     known_hosts_line,
+    make_sftp_key,
     operator_agent,
     pinned_ssh_opts,
     public_key,
+    replace_sftp_key,
+    sftp_list,
     ssh_run,
 )

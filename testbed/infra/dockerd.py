@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from testbed.infra.gate import require_or_skip
+from testbed.infra.gate import E2EError, require_or_skip
 from testbed.infra.process import progress, run, tail_file, timed
 
 # ---------------------------------------------------------------- docker engine
@@ -25,9 +28,53 @@ def docker_info_ok() -> bool:
 
 def bridge_gateway() -> str:
     """This machine's address on Docker's default bridge: reachable from a container on any network, and it
-    exists before any test network does (the suite's receivers and its SFTP drive listen there)."""
-    answer = run(["docker", "network", "inspect", "--format", "{{(index .IPAM.Config 0).Gateway}}", "bridge"])
-    return answer.stdout.strip()
+    exists before any test network does (the suite's receivers and its SFTP drive listen there).
+
+    Raises E2EError (one line: what was found, what to check) when the bridge has no local address."""
+    answer = run(["docker", "network", "inspect", "--format", "{{json .}}", "bridge"])
+    return choose_bridge_address(json.loads(answer.stdout), local_ipv4_addresses())
+
+
+def local_ipv4_addresses() -> dict[str, list[str]]:
+    """Interface name -> its IPv4 addresses, as the kernel has them (`ip -json addr`, iproute2)."""
+    answer = run(["ip", "-json", "-4", "addr", "show"])
+    return {
+        link["ifname"]: [a["local"] for a in link.get("addr_info", []) if a.get("family") == "inet"]
+        for link in json.loads(answer.stdout)
+    }
+
+
+def choose_bridge_address(network: Mapping[str, Any], local: Mapping[str, Sequence[str]]) -> str:
+    """The host's own address on a Docker bridge network, from `docker network inspect` and the local addresses.
+
+    The IPAM answer alone is not enough: Debian 12's engine (docker.io 20.10.24, API 1.41) reports the default
+    bridge's IPAM config as `[{"Subnet": "172.17.0.0/16"}]`, with no Gateway, while docker0 holds 172.17.0.1.
+    So, in order: the bridge interface's own address in the subnet, IPAM's Gateway, the subnet's first
+    address; each only if this machine really has it (a container reaching it reaches us, not a neighbour).
+    """
+    name = network.get("Name", "?")
+    subnets = [
+        ipaddress.ip_network(c["Subnet"], strict=False)
+        for c in (network.get("IPAM") or {}).get("Config") or []
+        if c.get("Subnet") and ":" not in c["Subnet"]
+    ]
+    gateways = [c["Gateway"] for c in (network.get("IPAM") or {}).get("Config") or [] if c.get("Gateway")]
+    interface = (network.get("Options") or {}).get("com.docker.network.bridge.name", "")
+    every_local = {address for addresses in local.values() for address in addresses}
+    candidates = [
+        *local.get(interface, []),
+        *gateways,
+        *(str(next(subnet.hosts())) for subnet in subnets if subnet.num_addresses > 2),
+    ]
+    for candidate in candidates:
+        address = ipaddress.ip_address(candidate)
+        if candidate in every_local and any(address in subnet for subnet in subnets):
+            return candidate
+    raise E2EError(
+        f"no local address on Docker's {name!r} network (subnets {[str(s) for s in subnets] or 'none'}, bridge"
+        f" interface {interface or 'unnamed'}, tried {candidates or 'nothing'}): check `ip -4 addr show"
+        f" {interface or 'docker0'}` and `docker network inspect {name}`, then restart dockerd"
+    )
 
 
 @dataclass

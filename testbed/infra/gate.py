@@ -9,6 +9,7 @@ from typing import NoReturn
 
 import pytest
 
+from testbed.infra import gotoolchain
 from testbed.infra.pins import E2E_ENV
 
 # ---------------------------------------------------------------- gate: skip or fail when something is missing
@@ -31,7 +32,11 @@ def e2e_mode() -> str:
 
 
 def require_or_skip(reason: str) -> NoReturn:
-    """Skip the test in `auto` mode, fail it in `require` mode; `reason` should say what to install."""
+    """Skip the test in `auto` mode, fail it in `require` mode; `reason` should say what to install.
+
+    Outside a test (the demo, a benchmark) there is nothing to skip: E2EError, saying what is missing."""
+    if "PYTEST_CURRENT_TEST" not in os.environ:
+        raise E2EError(f"this machine cannot run it: {reason}")
     if e2e_mode() == "require":
         pytest.fail(f"{E2E_ENV}=require and an e2e prerequisite is missing or not working: {reason}", pytrace=False)
     pytest.skip(f"e2e prerequisite missing or not working: {reason} (set {E2E_ENV}=require to make this a failure)")
@@ -57,11 +62,9 @@ def is_static_elf(path: Path) -> bool:
 
 
 def go_executable() -> str | None:
-    """`go` on PATH, else the usual tarball install (root's PATH under sudo often lacks it)."""
-    found = shutil.which("go")
-    if found:
-        return found
-    return "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").is_file() else None
+    """A Go new enough for every build: on PATH, the usual tarball install (root's PATH under sudo often lacks
+    it), or the one `scripts/setup.sh` installed (testbed/infra/gotoolchain.py)."""
+    return gotoolchain.find_go()
 
 
 def busybox_path() -> Path | None:
@@ -82,7 +85,8 @@ def missing_prerequisites() -> list[str]:
     if not shutil.which("docker"):
         missing.append("the docker CLI: apt-get install docker.io")
     if not go_executable():
-        missing.append("go (>= 1.21; it fetches the toolchain go.mod asks for): install Go and put it on PATH")
+        need = gotoolchain.show(gotoolchain.required_version())
+        missing.append(f"go {need} or newer: run ./scripts/setup.sh as root (it installs one), or put one on PATH")
     if not shutil.which("sshd") and not Path("/usr/sbin/sshd").is_file():
         missing.append("sshd: apt-get install openssh-server")
     if not shutil.which("ssh") or not shutil.which("ssh-keygen"):
@@ -91,6 +95,8 @@ def missing_prerequisites() -> list[str]:
         missing.append("a static /bin/busybox for the images: apt-get install busybox-static")
     if not shutil.which("debootstrap") and not Path("/usr/sbin/debootstrap").is_file():
         missing.append("debootstrap (the Kopia image's Debian root): apt-get install debootstrap")
+    if not shutil.which("ip"):
+        missing.append("ip (this machine's address on Docker's bridge): apt-get install iproute2")
     if not shutil.which("useradd"):
         missing.append("useradd: apt-get install passwd")
     return missing

@@ -1,4 +1,4 @@
-"""Upstream binaries (Kopia, OpenList, the Pulumi CLI) built from the Go module proxy, cached by version."""
+"""Upstream binaries (Kopia, OpenList, the Pulumi CLI, MinIO, mc) built from the Go module proxy, cached by version."""
 
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ class GoBuild:
 
 def _go_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(CGO_ENABLED="0", GOFLAGS="-buildvcs=false", GOWORK="off")
+    # GOTOOLCHAIN=local: the Go chosen is new enough (gotoolchain.find_go); switching would need sum.golang.org.
+    env.update(CGO_ENABLED="0", GOFLAGS="-buildvcs=false", GOWORK="off", GOTOOLCHAIN="local")
     env.pop("GOOS", None)
     env.pop("GOARCH", None)
     return env
@@ -187,6 +188,35 @@ PULUMI_BUILD = GoBuild(
     package="github.com/pulumi/pulumi/pkg/v3/cmd/pulumi",
     # As pulumi's own release build: the version comes from an ldflag (`pulumi version` prints it).
     ldflags=("-s -w", f"-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version={PULUMI_VERSION}"),
+)
+
+
+def _wrapper_version(name: str, module: str) -> str:
+    """The version of `module` that the wrapper module `testbed/images/<name>` requires (its go.mod pins it)."""
+    for line in (IMAGES_DIR / name / "go.mod").read_text().splitlines():
+        words = line.split()
+        if words[:1] == [module] or words[:2] == ["require", module]:
+            return words[-1]
+    raise E2EError(f"testbed/images/{name}/go.mod does not require {module}")
+
+
+#: MinIO and its client for the MinIO dump's test (issue 19). Neither has a semver release in the module proxy
+#: (upstream tags are RELEASE.<date>), so the wrappers pin pseudo-versions: the newest commits the proxy serves.
+#: Both are AGPL programs, built and run as separate containers, never linked into anything of this project.
+MINIO_BUILD = GoBuild(
+    name="minio",
+    version=_wrapper_version("minio", "github.com/minio/minio"),
+    module="github.com/minio/minio",
+    package=".",
+    ldflags=("-s -w", "-X github.com/minio/minio/cmd.CommitID=@COMMIT@"),  # as buildscripts/gen-ldflags.go, in part
+)
+
+MC_BUILD = GoBuild(
+    name="mc",
+    version=_wrapper_version("mc", "github.com/minio/mc"),
+    module="github.com/minio/mc",
+    package=".",
+    ldflags=("-s -w", "-X github.com/minio/mc/cmd.CommitID=@COMMIT@"),
 )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from testbed.infra.cache import cache_lock
 from testbed.infra.gate import E2EError, busybox_path, require_or_skip
-from testbed.infra.gobuild import run_long
+from testbed.infra.gobuild import MC_BUILD, MINIO_BUILD, ensure_go_binary, run_long
 from testbed.infra.pins import (
     IMAGES_DIR,
     KOPIA_IMAGE,
@@ -117,12 +117,32 @@ DEBIAN_PACKAGES = ("ca-certificates", "curl", "tzdata")
 DEBIAN_MIRROR_ENV = "HOMELAB_E2E_DEBIAN_MIRROR"
 
 
-def ensure_debian_base(cache: Path) -> str:
-    """A local image `hle2e-debian-base:<suite>-<digest>` made by debootstrap (minbase) and `docker import`."""
-    recipe = hashlib.sha256(json.dumps([DEBIAN_SUITE, DEBIAN_PACKAGES, "minbase"]).encode()).hexdigest()[:12]
-    tag = f"{NAME_PREFIX}debian-base:{DEBIAN_SUITE}-{recipe}"
+#: A database image for the live-data tests (issue 19): Debian's own PostgreSQL, and sqlite3, on the same
+#: debootstrap root. Its server and client binaries come first on PATH (Debian's pg_wrapper is a Perl script
+#: that picks a cluster; there is none in the image).
+POSTGRES_PACKAGES = (*DEBIAN_PACKAGES, "postgresql", "sqlite3")
+POSTGRES_MAJOR = "15"  # bookworm's
+POSTGRES_BIN = f"/usr/lib/postgresql/{POSTGRES_MAJOR}/bin"
+
+
+def ensure_postgres_image(cache: Path) -> str:
+    """`hle2e-postgres:<suite>-<digest>`: Debian's `postgresql` and `sqlite3` in a debootstrap root, built as the
+    Kopia image's base is."""
+    return ensure_debian_base(cache, POSTGRES_PACKAGES, name="postgres", path_first=POSTGRES_BIN)
+
+
+def ensure_debian_base(
+    cache: Path, packages: tuple[str, ...] = DEBIAN_PACKAGES, name: str = "debian-base", path_first: str = ""
+) -> str:
+    """A local image `hle2e-<name>:<suite>-<digest>` made by debootstrap (minbase, with `packages`) and `docker
+    import`; `path_first` goes before the usual PATH."""
+    recipe_parts: list[object] = [DEBIAN_SUITE, packages, "minbase"]
+    if path_first:
+        recipe_parts.append(path_first)
+    recipe = hashlib.sha256(json.dumps(recipe_parts).encode()).hexdigest()[:12]
+    tag = f"{NAME_PREFIX}{name}:{DEBIAN_SUITE}-{recipe}"
     started = time.monotonic()
-    with cache_lock(cache, "debian-base"):
+    with cache_lock(cache, name):
         if docker("image", "inspect", tag, check=False).returncode == 0:
             progress(f"image {tag} (cached): {time.monotonic() - started:.1f}s")
             return tag
@@ -135,15 +155,16 @@ def ensure_debian_base(cache: Path) -> str:
             tempfile.TemporaryDirectory(prefix=f"{NAME_PREFIX}rootfs-", dir=cache) as tmp,
         ):
             root = Path(tmp) / "root"
-            log_path = cache / "logs" / "debootstrap.log"
-            include = f"--include={','.join(DEBIAN_PACKAGES)}"
+            log_path = cache / "logs" / f"debootstrap-{name}.log"
+            include = f"--include={','.join(packages)}"
             command = [debootstrap, "--variant=minbase", include, DEBIAN_SUITE, str(root), mirror]
             run_long(command, cwd=Path(tmp), env=os.environ, log_path=log_path, what="debootstrap")
             for cached in (root / "var/cache/apt/archives").glob("*.deb"):
                 cached.unlink()
             tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
             assert tar.stdout is not None
-            path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+            usual = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+            path = f"{path_first}:{usual}" if path_first else usual
             imported = subprocess.run(
                 ["docker", "import", "--change", f"ENV PATH={path}", "-", tag],
                 stdin=tar.stdout,
@@ -190,3 +211,27 @@ def ensure_images(cache: Path, kopia_binary: Path, openlist_binary: Path) -> E2E
         kopia_binary=kopia_binary,
         openlist_binary=openlist_binary,
     )
+
+
+@dataclass(frozen=True)
+class MinioImages:
+    """A MinIO server image and a MinIO client (mc) image, built locally from binaries built from the proxy."""
+
+    minio: str
+    mc: str
+    mc_binary: Path
+
+
+def ensure_minio_images(cache: Path) -> MinioImages:
+    """`hle2e-minio:<version>` and `hle2e-mc:<version>` on the Kopia image's Debian root; the binaries are built
+    (minutes, once per version) and cached like Kopia's."""
+    base = ensure_debian_base(cache)
+    built = {}
+    for spec in (MINIO_BUILD, MC_BUILD):
+        binary = ensure_go_binary(spec, cache)
+        tag = f"{NAME_PREFIX}{spec.name}:{spec.version}"
+        built[spec.name] = (
+            ensure_image(tag, IMAGES_DIR / spec.name, binary, spec.name, spec.version, cache, base),
+            binary,
+        )
+    return MinioImages(minio=built["minio"][0], mc=built["mc"][0], mc_binary=built["mc"][1])

@@ -33,7 +33,7 @@ class OpenListError(E2EError):
 
 
 class OpenListAdmin:
-    """OpenList's admin HTTP API, stdlib only: what the README's "First deploy" does by hand in the UI.
+    """OpenList's admin HTTP API, stdlib only: the calls the program's OpenListSettings makes, for the suite's own look.
 
     Every answer is HTTP 200 with a JSON `{code, message, data}`; a `code` other than 200 raises
     `OpenListError` with the message. The token from `login()` goes in the raw `Authorization`
@@ -133,6 +133,15 @@ class OpenListAdmin:
         """The storage mounted at `mount_path`, as `GET /api/admin/storage/list` gives it."""
         listed = self._request("GET", "/api/admin/storage/list")["content"]
         return next(s for s in listed if s["mount_path"] == mount_path)
+
+    def disable_storage(self, mount_path: str) -> None:
+        """`POST /api/admin/storage/disable`: OpenList drops the storage, and every path under it is gone (its S3
+        server then answers 404 and empty listings, as for a failing drive; docs/upstream-behaviour.md)."""
+        self._request("POST", f"/api/admin/storage/disable?id={self.storage(mount_path)['id']}")
+
+    def enable_storage(self, mount_path: str) -> None:
+        """`POST /api/admin/storage/enable`: the storage is loaded again, as it is saved."""
+        self._request("POST", f"/api/admin/storage/enable?id={self.storage(mount_path)['id']}")
 
     def s3_rows(self) -> dict[str, dict[str, Any]]:
         """The S3 settings group as full rows, by key."""
@@ -285,7 +294,7 @@ def s3_port_answers(container: OpenListContainer) -> bool:
 
 @dataclass(frozen=True)
 class OpenListS3:
-    """An OpenList configured the way the README's "First deploy" does it, ready for Kopia."""
+    """An OpenList configured as the program configures one (S3 keys, bucket folder), ready for Kopia."""
 
     container: OpenListContainer
     admin_password: str

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import select
 import shlex
 import socket
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -112,6 +114,53 @@ def run(
     if check and result.returncode != 0:
         raise CommandError(result.returncode, args, result.stdout, result.stderr)
     return result
+
+
+def run_in_terminal(
+    cmd: Sequence[str | os.PathLike[str]],
+    *,
+    answers: Mapping[str, str],
+    env: Mapping[str, str],
+    timeout: float = 600,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command on a pseudo-terminal, as a user at a shell would, typing each answer after its prompt.
+
+    For programs that read a password from the terminal only (Kopia's `connect` refuses a pipe). An answer is
+    typed once its prompt has appeared and the terminal no longer echoes (the program turned echo off to read
+    it), so it never shows in the output. stdout and stderr come back together, as on a screen, in `stdout`.
+    """
+    args = [os.fspath(c) for c in cmd]
+    leader, follower = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            args, stdin=follower, stdout=follower, stderr=follower, env=dict(env), start_new_session=True
+        )
+    finally:
+        os.close(follower)
+    screen, pending = b"", dict(answers)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # EIO: every process holding the terminal has ended
+                    break
+                if not chunk:
+                    break
+                screen += chunk
+            for prompt in [p for p in pending if p.encode() in screen]:
+                if not termios.tcgetattr(leader)[3] & termios.ECHO:
+                    os.write(leader, pending.pop(prompt).encode() + b"\n")
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise E2EError(f"{shlex.join(args)} did not end within {timeout:.0f}s; the screen:\n{screen[-4000:]!r}")
+        returncode = proc.wait(timeout=30)
+    finally:
+        os.close(leader)
+    text = screen.decode(errors="replace").replace("\r\n", "\n")
+    return subprocess.CompletedProcess(args, returncode, text, "")
 
 
 def docker(

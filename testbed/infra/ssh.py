@@ -403,3 +403,40 @@ class SshDocker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ---------------------------------------------------------------- the SFTP drive's login, as a provider changes it
+
+#: how authorized_keys marks the SFTP-only login's key (SshServer.start)
+SFTP_KEY_OPTIONS = 'restrict,command="internal-sftp" '
+
+
+def authorized_keys_file(host: SshHost) -> Path:
+    """The sshd's authorized_keys (next to the operator's key; sshd reads it at every login)."""
+    return host.private_key_path.parent / "authorized_keys"
+
+
+def make_sftp_key(directory: Path) -> Path:
+    """A new ed25519 key pair in `directory` (`sftp_ed25519`, `.pub`); the private key's path."""
+    key = directory / "sftp_ed25519"
+    _keygen(key, "hle2e-sftp-drive")
+    return key
+
+
+def replace_sftp_key(host: SshHost, public_key_file: Path) -> None:
+    """The SFTP-only login takes the key of `public_key_file` from now on, and no other (the operator's login
+    is left as it is)."""
+    path = authorized_keys_file(host)
+    lines = [line for line in path.read_text().splitlines(keepends=True) if not line.startswith(SFTP_KEY_OPTIONS)]
+    path.write_text("".join(lines) + SFTP_KEY_OPTIONS + public_key_file.read_text())
+
+
+def sftp_list(host: SshHost, key: Path, folder: str) -> subprocess.CompletedProcess[str]:
+    """`sftp -b -` with `ls <folder>` as the SFTP login with `key`, at the endpoint containers use; host key
+    pinned. Exit 0 when the key logs in."""
+    address, _, port = host.sftp_endpoint.rpartition(":")
+    with tempfile.TemporaryDirectory(prefix=f"{NAME_PREFIX}sftp-") as tmp:
+        known_hosts = Path(tmp) / "known_hosts"
+        known_hosts.write_text(known_hosts_line(address, int(port), host.host_public_key) + "\n")
+        command = ["sftp", "-b", "-", "-i", str(key), "-P", port, *pinned_ssh_opts(known_hosts)]
+        return run([*command, f"{host.user}@{address}"], input=f"ls {folder}\n".encode(), check=False, timeout=60)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,6 +130,20 @@ def parts(images: infra.E2EImages, ssh_host: infra.SshHost, operator_agent: str,
 
     tier, cli = deploy_tier
     return RealParts(images, ssh_host, operator_agent, tier, cli)
+
+
+@pytest.fixture(scope="module")
+def system(parts, request):
+    """Both test stacks deployed once per test module, as the README's first deploy gives it
+    (testbed.system.System.deploy); everything it made is removed after the module, pass or fail."""
+    from testbed.system import say
+
+    system = parts.system()
+    request.addfinalizer(system.destroy)
+    started = time.monotonic()
+    system.deploy()
+    say(f"deployed both stacks: {time.monotonic() - started:.1f}s")
+    return system
 
 
 @pytest.fixture(scope="session")

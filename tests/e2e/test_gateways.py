@@ -9,14 +9,18 @@ cache is 1 minute here so that its bound can be waited out (the committed stacks
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
 from testbed import infra
 from testbed.gateways import BUCKET, DRIVE, PREFIX, TwoGateways, measure_visibility
-from testbed.system import KOPIA, SOURCES, say, wait_for
+from testbed.system import KOPIA, SOURCES, STACKS, say, wait_for
 
 CACHE_MINUTES = 1
 CACHE_SECONDS = CACHE_MINUTES * 60
@@ -31,7 +35,7 @@ def gateways(parts, request) -> TwoGateways:
     two = TwoGateways(parts.system(), cache_minutes=CACHE_MINUTES)
     request.addfinalizer(two.destroy)
     started = time.monotonic()
-    two.deploy()
+    two.deploy(first_restart_fails=True)
     say(f"deployed both stacks with two gateways: {time.monotonic() - started:.1f}s")
     for stack in KOPIA:
         two.system.wait_healthy(KOPIA[stack], timeout=300)
@@ -61,6 +65,24 @@ def test_sakamotos_up_configures_the_cluster_gateway_it_does_not_deploy(gateways
     # sakamoto's repository lives on the drive the gateway serves, and sakamoto snapshots through it.
     assert (DRIVE / BUCKET / PREFIX / "kopia.repository").is_file()
     assert any(key.startswith(f"{PREFIX}p") for key in gateways.blobs("sakamoto")), "no pack through the cluster"
+
+
+def test_an_up_whose_restart_fails_fails_and_the_next_up_restarts_the_gateway(gateways: TwoGateways):
+    """The first up's restart command fails after the S3 keys were saved: that up fails, naming the open S3
+    port; the up after the fix finds the rows saved, and restarts the gateway all the same, because the S3
+    port, not the saved rows, says whether the keys are in force. Then an unsigned request is refused."""
+    failure = gateways.first_up_failure
+    assert "OpenList: putting the S3 keys in force: its S3 port at " in failure, failure
+    assert "it answers an unsigned request (HTTP 200): it runs without keys" in failure, failure
+    assert "running openlist.restartCommand failed" in failure, failure
+    for value in gateways.system.secret_values:
+        assert value not in failure
+    assert gateways.unsigned_status_after_failed_up == 200, "the failed up left the gateway open: it had to fail"
+    assert gateways.cluster is not None
+    assert gateways.cluster_started() != gateways.cluster_first_start, "the up after the fix did not restart it"
+    status, body = infra.s3_anonymous_get(f"{gateways.cluster.s3_url}/{BUCKET}/")
+    assert status == 403, body
+    assert gateways.cluster_s3().list_keys(BUCKET, PREFIX), "Kopia's keys are taken"
 
 
 def test_a_second_up_leaves_the_cluster_gateway_as_it_is(gateways: TwoGateways):
@@ -105,7 +127,7 @@ def _snapshot_ids(gateways: TwoGateways, stack: str) -> set[str]:
 def test_each_hosts_new_snapshot_reaches_the_other_host_within_the_bound(
     gateways: TwoGateways, writer: str, reader: str
 ):
-    """The bound the README states: the gateway's cache plus Kopia's own 30 s list cache."""
+    """The bound docs/openlist.md states: the gateway's cache plus Kopia's own 30 s list cache."""
     snapshot = _new_snapshot(gateways, writer)
     written = time.monotonic()
     bound = CACHE_SECONDS + KOPIA_LIST_CACHE_SECONDS + POLL_SLACK_SECONDS
@@ -163,3 +185,62 @@ def test_maintenance_on_the_owner_through_a_stale_listing_keeps_what_the_other_h
         lambda: snapshot in _snapshot_ids(gateways, "sakamoto"),
         KOPIA_LIST_CACHE_SECONDS + POLL_SLACK_SECONDS,
     )
+
+
+def test_the_drives_credential_rotates_with_pulumi_up(gateways: TwoGateways):
+    """The storage's secret field (`openlist.storage.secretFields`: here the SFTP driver's `private_key`, on the
+    real hosts the 189 password) changed at the provider first, then in the stacks, as docs/operations.md says.
+
+    The provider's change: the drive's sshd takes a new key for the SFTP login and no longer the old one. The
+    gateways' open sessions are left as they are (ending them cuts off uploads in flight, and OpenList's SFTP
+    driver leaves the cut-off blob under its final name: in one run an empty index blob broke the repository;
+    docs/operations.md). `pulumi up` of each stack then gives its gateway the new key: the storage logs in
+    again with it (a new session: the old key no longer logs in at the sshd), reads and writes, the snapshots
+    run on both hosts, and Kopia alerts no failure."""
+    system = gateways.system
+    assert system.receiver is not None and system.ssh_host.sftp_endpoint
+    host = system.ssh_host
+    authorized = infra.authorized_keys_file(host)
+    original = authorized.read_text()
+    keys = Path(tempfile.mkdtemp(prefix=f"{infra.NAME_PREFIX}sftp-key-"))
+    old_key = keys / "old_sftp_ed25519"
+    with os.fdopen(os.open(old_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+        handle.write(host.sftp_private_key_pem)  # ssh reads a key from a file only
+    new_key = infra.make_sftp_key(keys)
+    try:
+        assert infra.sftp_list(host, old_key, str(DRIVE)).returncode == 0, "the declared key logs in"
+        since = time.time()
+
+        # 1. At the provider: the new key in, the old one out.
+        infra.replace_sftp_key(host, new_key.with_suffix(".pub"))
+        denied = infra.sftp_list(host, old_key, str(DRIVE))
+        assert denied.returncode != 0 and "Permission denied" in denied.stderr, denied.stderr
+
+        # 2. `pulumi up` both stacks with the new key: each gateway's storage takes it and logs in again.
+        system.secrets["sftpPrivateKey"] = new_key.read_text()
+        gateways.up("vps")
+        gateways.up("sakamoto")
+        deployed = time.time()
+        for admin in (system.openlist_admin(), gateways.cluster_admin()):
+            storage = admin.storage("/189")
+            assert storage["status"] == "work"
+            assert json.loads(storage["addition"])["private_key"] == system.secrets["sftpPrivateKey"]
+        for stack in STACKS:
+            probe = f"rotation-probe/{stack}-{secrets.token_hex(4)}"
+            gateways.gateway(stack).put(BUCKET, probe, b"probe")
+            assert any(key == probe for key, _ in gateways.gateway(stack).list_keys(BUCKET, "rotation-probe/"))
+            assert (DRIVE / BUCKET / probe).read_bytes() == b"probe"
+        assert infra.sftp_list(host, new_key, str(DRIVE)).returncode == 0, "the new key logs in"
+        assert infra.sftp_list(host, old_key, str(DRIVE)).returncode != 0, "the old key still logs in"
+
+        # Snapshots run on both hosts; Kopia alerted no failure.
+        system.renew_oracle()  # Kopia on this machine, connected through the VPS's gateway
+        system.wait_for_snapshots_since(deployed, timeout=300)
+        for stack in STACKS:
+            system.wait_health(KOPIA[stack], "healthy", timeout=240)
+        failed = [a for a in system.receiver.alerts_since(since) if not a.headers.get("Subject", "").startswith("Test")]
+        say(f"drive credential: both ups {deployed - since:.0f}s after the change; failures alerted: {len(failed)}")
+        assert failed == [], [a.headers.get("Subject") for a in failed]
+    finally:
+        authorized.write_text(original)  # the session's sshd serves the next module's drive with its own key
+        shutil.rmtree(keys, ignore_errors=True)

@@ -40,6 +40,32 @@ def test_this_machine_has_every_prerequisite() -> None:
     assert infra.missing_prerequisites() == []
 
 
+# ---------------------------------------------------------------- this machine, as containers reach it
+
+
+def test_containers_on_a_test_network_reach_this_machine_at_its_bridge_address(
+    images: infra.E2EImages, e2e_resources: infra.ResourceTracker
+) -> None:
+    # The receivers, the heartbeat and the SFTP drive listen on this address, and the test stacks are given
+    # it. Debian's docker.io 20.10 names no Gateway for the default bridge; an empty address stopped every run.
+    address = infra.bridge_gateway()
+    assert address, "the bridge address is empty"
+    receiver = infra.HttpReceiver()
+    try:
+        network = e2e_resources.network()
+        name = e2e_resources.container(e2e_resources.name("reach"))
+        result = infra.docker(
+            "run", "--name", name, "--network", network, "--entrypoint", "curl", images.kopia,
+            "-fsS", "--max-time", "10", receiver.ping_url(address), check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert [r.path for r in receiver.inbox.since(0)] == [receiver.ping_path]
+    finally:
+        receiver.stop()
+    engine = infra.docker("version", "--format", "{{.Server.Version}} (API {{.Server.APIVersion}})").stdout.strip()
+    infra.progress(f"docker engine {engine}: this machine is {address} on the default bridge")
+
+
 # ---------------------------------------------------------------- SSH and docker over SSH
 
 
@@ -188,7 +214,7 @@ def test_openlist_s3_serves_kopia_only_with_the_keys(
     assert data_dir.stat().st_uid == infra.OPENLIST_UID
     assert (data_dir / "config.json").is_file() and (data_dir / "data.db").is_file()
     infra.wait_until("S3 port", lambda: infra.s3_port_answers(container), 30)
-    # Before keys are set OpenList's S3 has no authentication at all: the reason for the README's restart step.
+    # Before keys are set OpenList's S3 has no authentication: why it restarts after saving them (docs/openlist.md).
     status, _ = infra.s3_anonymous_get(container.s3_url + "/")
     assert status == 200
 

@@ -24,6 +24,7 @@ from components.config import (
     parse_secret_ref,
     secret_references,
 )
+from components.config.fields import canonical_path, is_within
 from testbed.mocks import stack_config
 
 NS = f"{PROJECT}:"
@@ -366,14 +367,15 @@ def test_source_containing_the_config_dir_would_back_up_the_secrets():
     )
 
 
-def test_whole_filesystem_as_a_source_reports_both_overlaps():
+def test_whole_filesystem_as_a_source_reports_every_overlap():
     def change(values):
         values["kopia"]["sources"][0]["hostPath"] = "/"
 
     problems = problems_of(mutated(VPS, change))
-    assert [k for k, _ in problems] == [NS + "kopia.sources[0].hostPath"] * 3
-    assert "Kopia's own cache/logs" in problems[0][1] and "host.configDir" in problems[1][1]
-    assert "OpenList's database" in problems[2][1]
+    assert [k for k, _ in problems] == [NS + "kopia.sources[0].hostPath"] * 4
+    assert "/ holds /dev: kernel interfaces" in problems[0][1]
+    assert "Kopia's own cache/logs" in problems[1][1] and "host.configDir" in problems[2][1]
+    assert "OpenList's database" in problems[3][1]
 
 
 def test_source_host_path_next_to_kopia_data_dir_is_fine():
@@ -388,6 +390,38 @@ def test_maintenance_owner_not_username_at_policy_host(owner):
         "repository.maintenanceOwner",
         f"'{owner}' must be <username>@<host> of a host in policy.sources (shelken@sakamoto, shelken@vps)",
     )
+
+
+def test_create_repository_is_off_unless_asked_for_and_allowed_on_the_owners_stack():
+    assert load_stack_config(SAKAMOTO).kopia.create_repository is False
+    assert load_stack_config(mutated(SAKAMOTO, setter("kopia.createRepository", True))).kopia.create_repository
+
+
+def test_create_repository_on_another_hosts_stack_is_refused_naming_the_key_and_the_owner():
+    values = mutated(VPS, setter("kopia.createRepository", True))
+    assert_only_problem(
+        values,
+        "kopia.createRepository",
+        "only the maintenance owner shelken@sakamoto creates the repository, and this stack deploys shelken@vps",
+        "pulumi config rm --stack vps --path homelab-backup:kopia.createRepository",
+    )
+
+
+def test_create_repository_is_a_boolean_not_a_string():
+    """`pulumi up --config` without --config-path stores "true" as a key of its own (below); with it, a bool."""
+    assert_only_problem(mutated(SAKAMOTO, setter("kopia.createRepository", "true")), "kopia.createRepository")
+
+
+def test_create_repository_set_without_the_path_flag_is_a_key_of_its_own_and_says_so():
+    values = namespace(SAKAMOTO, **{NS + "kopia.createRepository": "true"})
+    with pytest.raises(ConfigError) as info:
+        load_namespace(values, stack="sakamoto", secret_keys=set())
+    [(key, message)] = info.value.problems
+    assert key == NS + "kopia.createRepository"
+    assert (
+        "set without the path flag" in message and "pulumi config rm 'homelab-backup:kopia.createRepository'" in message
+    )
+    assert "pulumi up --config-path --config" in message
 
 
 # ---------------------------------------------------------------- S3 endpoint and ports
@@ -463,6 +497,45 @@ def test_ssh_options_disabling_host_key_checking(options):
     assert "pin the key with hostKey instead" in message
 
 
+@pytest.mark.parametrize(
+    ("host_key", "fragment"),
+    [
+        (f"ssh-ed25519 {KEY_BASE64[:-1]}", "its base64 does not decode"),  # a character lost in the copy
+        (f"ssh-ed25519 {KEY_BASE64[:-4]}", "its base64 does not decode"),
+        (f"ssh-rsa {KEY_BASE64}", "is not a ssh-rsa key"),  # an ed25519 blob under another type
+        ("ssh-ed25519 " + "A" * 44, "does not decode to one"),  # base64 of zeros: no key in it
+    ],
+)
+def test_ssh_host_key_whose_base64_is_not_a_key(host_key, fragment):
+    assert_only_problem(mutated(VPS, setter("host.ssh.hostKey", host_key)), "host.ssh.hostKey", fragment)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["-o", "StrictHostKeyChecking=accept-new"],
+        ["-o", "StrictHostKeyChecking=ask"],
+        ["-oStrictHostKeyChecking accept-new"],
+        ["-vo", "StrictHostKeyChecking=accept-new"],  # getopt: -v, then -o with the next word
+        ["-voStrictHostKeyChecking=no"],
+        ["-o", "UserKnownHostsFile=~/.ssh/known_hosts"],
+        ["-o", "GlobalKnownHostsFile=/etc/ssh/ssh_known_hosts"],
+        ["-o", "KnownHostsCommand=/bin/echo host ssh-ed25519 AAAA"],
+        ["-o", "VerifyHostKeyDNS=yes"],
+    ],
+)
+def test_ssh_options_that_weaken_the_pinned_host_key(options):
+    message = assert_only_problem(
+        mutated(VPS, setter("host.ssh.options", options)), "host.ssh.options", "replace the pinned key"
+    )
+    assert "pin the key with hostKey instead" in message
+
+
+def test_an_ssh_option_argument_is_not_read_as_an_option():
+    options = ["-i", "-oStrictHostKeyChecking=no", "-p2222", "-o", "VerifyHostKeyDNS=no"]  # a key file so named
+    assert load_stack_config(mutated(VPS, setter("host.ssh.options", options))).host.ssh.options == options
+
+
 def test_ssh_options_that_keep_host_key_checking_are_accepted():
     options = ["-o", "ConnectTimeout=10", "-o", "StrictHostKeyChecking=yes", "-o", "ServerAliveInterval=30"]
     assert load_stack_config(mutated(VPS, setter("host.ssh.options", options))).host.ssh.options == options
@@ -536,14 +609,142 @@ def test_path_with_spaces_or_shell_metacharacters(path):
     assert_only_problem(values, "host.configDir", "may hold only letters, digits and '/._+@-'")
 
 
-@pytest.mark.parametrize("path", ["/opt/../etc", "/opt/./compose", "/.."])
-def test_path_with_dot_segments(path):
+@pytest.mark.parametrize(
+    ("path", "canonical"),
+    [
+        ("/opt/../etc", "/etc"),
+        ("/opt/./compose", "/opt/compose"),
+        ("/..", "/"),
+        ("/opt//compose", "/opt/compose"),
+        ("//opt/compose", "/opt/compose"),
+        ("/opt/compose/", "/opt/compose"),
+    ],
+)
+def test_path_not_in_canonical_form(path, canonical):
     values = mutated(VPS, setter("host.configDir", path))
-    assert_only_problem(values, "host.configDir", "must not contain '.' or '..' segments")
+    assert_only_problem(values, "host.configDir", f"must be written in canonical form, '{canonical}'")
 
 
 def test_path_with_trailing_slash():
-    assert_only_problem(mutated(VPS, setter("host.dataDir", "/opt/data/")), "host.dataDir", "must not end with '/'")
+    assert_only_problem(mutated(VPS, setter("host.dataDir", "/opt/data/")), "host.dataDir", "no trailing '/'")
+
+
+def test_paths_are_compared_in_canonical_form():
+    assert is_within("/opt//data/./kopia", "/opt/data/")
+    assert is_within("/opt/data", "//opt/data")
+    assert is_within("/opt/data/x/../kopia", "/opt/data")
+    assert not is_within("/opt/database", "/opt/data")
+    assert canonical_path("//opt/./data//x/..//") == "/opt/data"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key"),
+    [
+        # the config dir inside a source (/opt/data), spelled another way
+        ("host.configDir", "/opt/data//compose/kopia", "host.configDir"),
+        # Kopia's data dir inside a source
+        ("host.kopiaDataDir", "/opt/data//kopia", "host.kopiaDataDir"),
+        ("host.kopiaDataDir", "/opt/data/./kopia", "host.kopiaDataDir"),
+        # a source over the container's own directories
+        ("kopia.sources.0.path", "//app", "kopia.sources[0].path"),
+        ("kopia.sources.0.path", "/app/", "kopia.sources[0].path"),
+    ],
+)
+def test_a_path_spelled_another_way_does_not_bypass_the_overlap_rules(path, value, key):
+    assert_only_problem(mutated(VPS, setter(path, value)), key, "must be written in canonical form")
+
+
+def test_a_source_mounted_twice_under_another_spelling_is_refused():
+    values = mutated(VPS, lambda v: v["kopia"]["sources"].append({"hostPath": "/opt/data//", "path": "/backup/x"}))
+    assert_only_problem(values, "kopia.sources[1].hostPath", "must be written in canonical form, '/opt/data'")
+
+
+def test_a_path_component_longer_than_a_file_name_can_be_is_refused():
+    values = mutated(VPS, setter("host.configDir", f"/opt/{'a' * 256}"))
+    assert_only_problem(values, "host.configDir", "has a component longer than 255 bytes")
+    load_stack_config(mutated(VPS, setter("host.configDir", f"/opt/{'a' * 255}")))
+
+
+def test_a_path_longer_than_linux_allows_is_refused():
+    values = mutated(VPS, setter("host.configDir", "/opt" + "/abcdefgh" * 512))
+    assert_only_problem(values, "host.configDir", "4096 bytes or longer")
+
+
+def problems_at(values: dict[str, Any], key: str) -> list[str]:
+    return [message for k, message in problems_of(values) if k == NS + key]
+
+
+@pytest.mark.parametrize("key", ["configDir", "dataDir", "kopiaDataDir"])
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("/run", "is in /run: kernel interfaces and runtime state (the Docker socket)"),
+        ("/var/run/kopia", "is in /var/run"),
+        ("/proc/1", "is in /proc"),
+        ("/dev/shm/kopia", "is in /dev"),
+        ("/sys", "is in /sys"),
+        ("/usr/local/kopia", "is in /usr, which the system (or Docker) owns"),
+        ("/boot", "is in /boot"),
+        ("/lib64", "is in /lib64"),
+        ("/tmp/kopia", "is in /tmp"),
+        ("/var/lib/docker", "is in /var/lib/docker"),
+        ("/var/lib/docker/volumes/kopia/_data", "is in /var/lib/docker"),
+        ("/", "/ is a directory other services or users share"),
+        ("/opt", "/opt is a directory other services or users share"),
+        ("/etc", "/etc is a directory"),
+        ("/home", "/home is a directory"),
+        ("/var", "/var is a directory"),
+        ("/var/lib", "/var/lib is a directory"),
+        ("/srv", "/srv is a directory"),
+    ],
+)
+def test_a_system_or_shared_directory_is_refused_as_a_config_or_data_dir(key, value, fragment):
+    messages = problems_at(mutated(VPS, setter(f"host.{key}", value)), f"host.{key}")
+    assert [m for m in messages if fragment in m and "directory of this stack's own" in m], messages
+
+
+@pytest.mark.parametrize("value", ["/etc/homelab-backup", "/home/shelken/kopia", "/srv/kopia", "/var/tmp/kopia"])
+def test_a_directory_of_its_own_inside_a_shared_one_is_accepted(value):
+    load_stack_config(mutated(VPS, setter("host.configDir", value)))
+    load_stack_config(mutated(VPS, setter("host.kopiaDataDir", value)))
+
+
+@pytest.mark.parametrize(
+    ("host_path", "fragment"),
+    [
+        ("/run", "/run is in /run: kernel interfaces and runtime state, the Docker socket among them"),
+        ("/run/docker", "is in /run"),
+        ("/var/run", "is in /var/run"),
+        ("/proc", "is in /proc"),
+        ("/sys/fs", "is in /sys"),
+        ("/dev", "is in /dev"),
+        ("/var", "/var holds /var/run"),
+        ("/var/lib", "/var/lib holds Docker's whole state"),
+        ("/var/lib/docker", "/var/lib/docker holds Docker's whole state"),
+    ],
+)
+def test_a_virtual_or_docker_state_directory_is_refused_as_a_source(host_path, fragment):
+    messages = problems_at(mutated(VPS, setter("kopia.sources.0.hostPath", host_path)), "kopia.sources[0].hostPath")
+    assert [m for m in messages if fragment in m], messages
+
+
+@pytest.mark.parametrize("host_path", ["/home", "/etc", "/srv", "/var/lib/docker/volumes/minio/_data"])
+def test_trees_worth_a_backup_are_accepted_as_sources(host_path):
+    load_stack_config(mutated(VPS, setter("kopia.sources.0.hostPath", host_path)))
+
+
+def test_a_config_dir_holding_the_data_dir_is_refused():
+    """OpenList's database (S3 keys, the 189 login) would be mounted into the Kopia container."""
+    values = mutated(VPS, setter("host.configDir", "/opt/services"))
+    assert_only_problem(values, "host.configDir", "/opt/services holds host.dataDir (/opt/services)", "of its own")
+    values = mutated(VPS, setter("host.configDir", "/opt/srv"))
+    values["host"]["dataDir"] = "/opt/srv/data"
+    assert_only_problem(values, "host.configDir", "holds host.dataDir (/opt/srv/data)")
+
+
+def test_a_config_dir_holding_a_source_is_refused():
+    values = mutated(VPS, setter("kopia.sources.0.hostPath", "/opt/compose/vps/kopia/data"))
+    assert_only_problem(values, "host.configDir", "holds kopia.sources[0].hostPath (/opt/compose/vps/kopia/data)")
 
 
 # ---------------------------------------------------------------- secret references
@@ -870,6 +1071,54 @@ def test_openlist_database_inside_a_backed_up_tree():
     )
     # Without OpenList on the stack, the same data dir holds no database.
     load_stack_config(mutated(SAKAMOTO, setter("host.dataDir", "/opt/minio/data")))
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key", "fragment"),
+    [
+        ("host.homepageGroup", "", "host.homepageGroup", "must not be empty or blank"),
+        ("host.homepageGroup", "  ", "host.homepageGroup", "must not be empty or blank"),
+        ("kopia.server", {"refreshInterval": "0s"}, "kopia.server.refreshInterval", "should match pattern"),
+        ("kopia.server", {"refreshInterval": "00m"}, "kopia.server.refreshInterval", "should match pattern"),
+        (
+            "repository.maintenance",
+            {"quickInterval": "0h"},
+            "repository.maintenance.quickInterval",
+            "should match pattern",
+        ),
+    ],
+)
+def test_empty_labels_and_zero_intervals_are_refused(path, value, key, fragment):
+    assert_only_problem(mutated(VPS, setter(path, value)), key, fragment)
+
+
+def test_a_blank_restart_command_is_refused():
+    values = mutated(SAKAMOTO, setter("openlist.restartCommand", " "))
+    assert_only_problem(values, "openlist.restartCommand", "must not be empty or blank")
+
+
+def test_an_ipv6_admin_url_is_accepted_and_reached_in_brackets():
+    from components.config import parse_admin_url
+    from components.openlist_config import tunnel_command
+
+    config = load_stack_config(mutated(SAKAMOTO, setter("openlist.adminUrl", "http://[fd00::5]:5244")))
+    assert config.openlist is not None and config.openlist.admin_url is not None
+    host, port, tls = parse_admin_url(config.openlist.admin_url)
+    assert (host, port, tls) == ("fd00::5", 5244, False)
+    assert tunnel_command(["ssh", "u@h"], {"/s": (host, port)}) == [
+        "ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-L", "/s:[fd00::5]:5244", "u@h"
+    ]  # fmt: skip
+    values = mutated(SAKAMOTO, setter("openlist.adminUrl", "http://[10.0.0.5]:5244"))
+    assert_only_problem(values, "openlist.adminUrl", "must hold an IPv6 address between '[' and ']'")
+
+
+@pytest.mark.parametrize(("driver", "valid"), [("115 Cloud", True), ("189CloudPC ", False), ("189 ", False)])
+def test_a_driver_name_may_hold_a_space_inside_only(driver, valid):
+    values = mutated(SAKAMOTO, setter("openlist.storage.driver", driver))
+    if valid:
+        load_stack_config(values)
+    else:
+        assert_only_problem(values, "openlist.storage.driver", "should match pattern")
 
 
 # ---------------------------------------------------------------- committed placeholders

@@ -89,7 +89,7 @@ def env_dirs(request, tmp_path: Path) -> dict[str, Path]:
     return dirs
 
 
-def params_for(dirs: dict[str, Path], *, tls: bool = True) -> render.StartScriptParams:
+def params_for(dirs: dict[str, Path], *, tls: bool = True, create: bool = False) -> render.StartScriptParams:
     return render.StartScriptParams(
         hostname="sakamoto",
         username="shelken",
@@ -102,12 +102,16 @@ def params_for(dirs: dict[str, Path], *, tls: bool = True) -> render.StartScript
         state_dir=str(dirs["state"]),
         max_snapshot_age_seconds=MAX_AGE,
         max_drill_age_seconds=MAX_DRILL_AGE,
+        create_repository=create,
+        stack="e2e-sakamoto",
     )
 
 
-def check(dirs: dict[str, Path], body: str, *, tls: bool = True, **env: str) -> subprocess.CompletedProcess:
+def check(
+    dirs: dict[str, Path], body: str, *, tls: bool = True, create: bool = False, **env: str
+) -> subprocess.CompletedProcess:
     (dirs["fake"] / "answer.json").write_text(body)
-    script = render.render_healthcheck(params_for(dirs, tls=tls))
+    script = render.render_healthcheck(params_for(dirs, tls=tls, create=create))
     environment = {"PATH": f"{dirs['bin']}:{os.environ['PATH']}", "FAKE_STATE": str(dirs["fake"]), **env}
     # CMD-SHELL: Docker runs the check as `/bin/sh -c <script>`.
     return subprocess.run(["sh", "-c", script], env=environment, capture_output=True, text=True, timeout=30)
@@ -143,6 +147,20 @@ def test_stale_is_measured_against_the_bound_not_the_interval(env_dirs):
     just_inside = source_status(SOURCES[0], last=NOW - datetime.timedelta(seconds=MAX_AGE - 60))
     result = check(env_dirs, answer(just_inside, source_status(SOURCES[1])))
     assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("status", ["IDLE", "UPLOADING"])
+def test_a_snapshot_dated_in_the_future_is_a_clock_problem_not_fresh_for_ever(env_dirs, status):
+    """A negative age is below every bound: a host clock that ran ahead would keep the source green."""
+    ahead = source_status(SOURCES[0], status=status, last=NOW + datetime.timedelta(hours=1))
+    result = check(env_dirs, answer(ahead, source_status(SOURCES[1])))
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{SOURCES[0]}: last snapshot is dated 3600s in the future "
+        f"(more than {render.CLOCK_SKEW_SECONDS}s ahead): check the host clock"
+    ]
+    within_skew = source_status(SOURCES[0], status=status, last=NOW + datetime.timedelta(seconds=60))
+    assert check(env_dirs, answer(within_skew, source_status(SOURCES[1]))).returncode == 0
 
 
 @pytest.mark.parametrize(("status", "expected"), [("PAUSED", "paused"), ("FAILED", "status FAILED")])
@@ -241,6 +259,22 @@ def test_a_failed_ping_is_reported_but_the_backups_stay_healthy(env_dirs):
     ]
 
 
+def test_create_repository_still_set_is_unhealthy_first_line_says_what_to_run_and_no_ping(env_dirs):
+    """Left set, a later rebuild of the owner would create a repository over one the gateway fails to show."""
+    result = check(env_dirs, answer(*[source_status(s) for s in SOURCES]), create=True)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines()[0] == (
+        "kopia.createRepository is still set: remove it (pulumi config rm --stack e2e-sakamoto --path"
+        " homelab-backup:kopia.createRepository) and run pulumi up --stack e2e-sakamoto"
+    )
+    assert "healthy: 2 sources backing up" in result.stdout, "the sources are still judged and shown"
+    assert not (env_dirs["fake"] / "pings").exists()
+    # With another problem too, both are shown.
+    result = check(env_dirs, answer(source_status(SOURCES[0], status="PAUSED"), source_status(SOURCES[1])), create=True)
+    assert result.returncode == 1
+    assert result.stdout.startswith("kopia.createRepository is still set") and "paused" in result.stdout
+
+
 def test_no_heartbeat_configured_no_ping(env_dirs):
     variables = render.kopia_secret_variables("repo-pw", "ui-user", "ui-pw", "control-pw")
     (env_dirs["deploy"] / render.SECRETS_ENV).write_text(render.render_secrets_env(variables))
@@ -285,6 +319,18 @@ def test_an_overdue_drill_or_none_since_long_after_the_start_is_unhealthy(env_di
     fresh = [source_status(s) for s in SOURCES]
     result = check(env_dirs, answer(*fresh))
     assert result.returncode == 1 and result.stdout.splitlines()[-1] == "no restore drill since the server started"
+
+
+def test_a_drill_result_dated_in_the_future_is_a_clock_problem_not_passed(env_dirs):
+    drill_result(env_dirs, "ok", -86400)
+    result = check(env_dirs, answer(*[source_status(s) for s in SOURCES]))
+    assert result.returncode == 1
+    when = (NOW + datetime.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert result.stdout.splitlines()[-1] == (
+        f"restore drill result is dated 86400s in the future (at {when}): check the host clock"
+    )
+    drill_result(env_dirs, "ok", -60)  # within the tolerated skew
+    assert check(env_dirs, answer(*[source_status(s) for s in SOURCES])).returncode == 0
 
 
 def test_notification_profiles_that_failed_to_apply_make_the_host_unhealthy(env_dirs):

@@ -77,6 +77,21 @@ def test_read_reports_a_deleted_file_as_gone_and_an_edited_one_by_its_digest_and
     assert provider.read("id", outs).id == ""
 
 
+def test_a_secret_file_made_readable_by_others_with_the_same_content_is_seen_and_made_0600_again(fake_ssh, tmp_path):
+    provider, path = RemoteFileProvider(), tmp_path / "config" / "secrets.env"
+    declared = file_props(fake_ssh, path, "export KOPIA_PASSWORD='pw'\n")
+    outs = provider.create(declared).outs
+    path.chmod(0o644)  # `chmod 644` by hand: the content is as declared, the secret readable by all
+    refreshed = provider.read("id", outs).outs
+    assert (refreshed["sha256"], refreshed["mode"]) == (outs["sha256"], "644")
+    diff = provider.diff("id", refreshed, declared)
+    assert diff.changes and not diff.replaces, "a mode alone is drift that `up` repairs in place"
+    repaired = provider.update("id", refreshed, declared).outs
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text() == declared["content"]
+    assert not provider.diff("id", provider.read("id", repaired).outs, declared).changes
+
+
 def test_diff_updates_in_place_for_content_and_replaces_delete_first_for_another_path(fake_ssh, tmp_path):
     provider = RemoteFileProvider()
     outs = provider.create(file_props(fake_ssh, tmp_path / "a", "one\n")).outs

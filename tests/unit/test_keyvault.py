@@ -9,7 +9,14 @@ from collections.abc import Iterator
 import pytest
 
 from components.config import parse_secret_ref
-from components.secrets import SecretReadError, SecretsError, fetch_key_vault_secret, pick_field, read_secrets
+from components.secrets import (
+    SecretReadError,
+    SecretsError,
+    fetch_key_vault_secret,
+    pick_field,
+    read_secrets,
+    value_problem,
+)
 from tests.fake_key_vault import FakeKeyVault
 
 TOKEN = "eyJ0eXAi.test-token.Zm9v"
@@ -353,3 +360,22 @@ def test_every_problem_is_reported_at_once_with_its_key_and_reference(kv):
     message = str(info.value)
     assert message.startswith("cannot read the stack's secrets (5 problems); nothing was changed:\n")
     assert_clean(message)
+
+
+OPENSSH_KEY = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\nAAAEbm9uZQ==\n-----END OPENSSH PRIVATE KEY-----\n"
+)
+
+
+def test_a_private_key_stored_from_its_file_keeps_its_final_line_break():
+    """`az keyvault secret set --file id_ed25519` stores the key as ssh-keygen wrote it: the final line break is
+    part of the PEM format (an SFTP storage's private_key), not a stray newline after a password."""
+    key = "homelab-backup:openlist.storage.secretFields.private_key"
+    assert value_problem(key, OPENSSH_KEY) is None
+    assert value_problem(key, OPENSSH_KEY.rstrip("\n")) is None
+
+
+def test_a_password_after_a_private_key_block_is_still_refused_for_its_line_break():
+    key = "homelab-backup:openlist.storage.secretFields.private_key"
+    problem = value_problem(key, OPENSSH_KEY + "hunter2\n")
+    assert problem is not None and "ends in a line break" in problem

@@ -174,7 +174,8 @@ def test_vps_kopia_container(vps):
     script = container.inputs["entrypoints"][2]
     assert container.inputs["entrypoints"][:2] == ["/bin/sh", "-c"]
     assert "--override-hostname=vps --override-username=shelken" in script
-    assert "MAY_CREATE=no" in script  # sakamoto owns the repository
+    assert "IS_OWNER=no" in script  # sakamoto owns the repository
+    assert "CREATE_REQUESTED=no" in script  # and no stack file asks for one
     assert "--tls-cert-file=/app/deploy/tls.crt" in script
     health = container.inputs["healthcheck"]["tests"]
     assert health[0] == "CMD-SHELL"
@@ -235,7 +236,8 @@ def test_sakamoto_kopia(sakamoto):
         (51515, 51515, "192.168.1.10")
     ]
     script = container.inputs["entrypoints"][2]
-    assert "MAY_CREATE=yes" in script
+    assert "IS_OWNER=yes" in script
+    assert "CREATE_REQUESTED=no" in script  # only a first deploy asks for one (kopia.createRepository)
     assert "kopia maintenance set --owner=me" in script
     storage = json.loads(file_content(sakamoto, render.REPOSITORY_CONFIG))["storage"]["config"]
     assert storage["endpoint"] == "openlist.cluster.lan:5246"  # from Key Vault
@@ -270,6 +272,19 @@ def test_config_files_are_one_resource_each_secret_where_they_hold_secrets(stack
     assert {render.SECRETS_ENV, render.TLS_KEY, render.REPOSITORY_CONFIG} <= render.SECRET_FILES
     container = run.one(CONTAINER, "kopia-container")
     assert set(files) <= {d.rsplit("::", 1)[-1] for d in container.options["depends_on"]}
+
+
+@pytest.mark.parametrize(
+    ("stack", "settings"), [("vps", "openlist-settings"), ("sakamoto", "openlist-gateway-settings")]
+)
+def test_kopias_s3_keys_reach_its_files_only_after_the_gateway_enforces_them(key_vault, stack, settings):
+    """A changed S3 key goes to the gateway first, then to Kopia (its files, hence its container): when the
+    gateway step stops (a gateway to restart by hand), Kopia keeps the keys the gateway still enforces instead of
+    crash-looping on new ones it does not take yet."""
+    run = run_committed_stack(stack, key_vault)
+    for filename in (render.REPOSITORY_CONFIG, render.STORAGE_TOKEN):
+        resource = run.one(REMOTE_FILE, f"kopia-config-{filename.replace('.', '-')}")
+        assert settings in {d.rsplit("::", 1)[-1] for d in resource.options["depends_on"]}, filename
 
 
 def test_policy_json_is_identical_on_both_hosts(vps, sakamoto):
@@ -457,6 +472,23 @@ def test_a_host_on_another_ssh_port_is_reached_there_by_every_resource(key_vault
         assert resource.inputs["target"] == "shelken@vps.example.net:2222"
 
 
+def test_the_adapter_keeps_the_tls_key_and_certificate_across_ups_as_pulumi_state_does(key_vault):
+    """Otherwise every adapter-tier `up` would write a new certificate and restart Kopia, which the engine does
+    not: an `up` that changes nothing else must leave Kopia running."""
+    state: dict = {}
+
+    def certificate(**overrides: object) -> str:
+        mocks = RecordingMocks({"azure-native:authorization:getClientToken": {"token": AZURE_TOKEN}}, state=state)
+        overrides = {"homelab-backup:keyVault": {"urlTemplate": key_vault.url_template}, **overrides}
+        run = run_program("vps", overrides=overrides, mocks=mocks)
+        return run.one("tls:index/selfSignedCert:SelfSignedCert", "kopia-tls-cert").outputs["certPem"]
+
+    first = certificate()
+    assert certificate() == first
+    host = stack_config("vps")["homelab-backup:host"]
+    assert certificate(**{"homelab-backup:host": {**host, "deployAddress": "192.168.7.9"}}) != first, "new inputs"
+
+
 def test_the_adapter_applies_in_the_programs_dependency_order(vps):
     """The e2e adapter tier orders by the dependencies the program registers, as the engine does."""
     from testbed.adapter import DYNAMIC_PROVIDERS, dependency_order
@@ -494,6 +526,49 @@ def test_notification_profiles_become_secret_files_and_restart_kopia_when_they_c
     digest = labels_of(run.one(CONTAINER, "kopia-container"))["homelab-backup.config-sha256"]
     changed = labels_of(run_with("https://ntfy.example/other").one(CONTAINER, "kopia-container"))
     assert changed["homelab-backup.config-sha256"] != digest, "a new URL restarts Kopia, which applies it"
+
+
+def with_previous_repository_password(stack: str) -> dict:
+    """The stack's kopia key with kopia.secrets.previousRepositoryPassword, as declared during a change."""
+    kopia = copy.deepcopy(stack_config(stack)["homelab-backup:kopia"])
+    kopia["secrets"]["previousRepositoryPassword"] = "config:previousRepoPassword"
+    return {"homelab-backup:kopia": kopia}
+
+
+def test_the_previous_repository_password_reaches_the_owner_in_its_own_secret_file_and_restarts_nothing(key_vault):
+    """Read by the start script only when the declared password does not open the repository: removing it once
+    the password changed must not restart Kopia (a snapshot would be interrupted for nothing)."""
+    previous = "previous-repo-pass-Bb6"
+    before = run_committed_stack("sakamoto", key_vault)  # no change under way
+    during = run_committed_stack(
+        "sakamoto", key_vault, {"previousRepoPassword": previous}, **with_previous_repository_password("sakamoto")
+    )
+    resource = during.one(REMOTE_FILE, f"kopia-config-{render.PREVIOUS_PASSWORD_ENV.replace('.', '-')}")
+    assert plain_strings(resource.inputs["content"]) == [], "the file holds a password"
+    assert {"content", "sha256"} <= set(resource.options["additional_secret_outputs"])
+    assert unwrap_all(resource.inputs["content"]) == render.render_previous_password_env(previous)
+    plain = [s for r in during.resources for s in plain_strings(r.inputs) + plain_strings(r.outputs)]
+    assert not [s for s in plain if previous in s]
+    assert not [r for r in before.by_type(REMOTE_FILE) if "previous" in r.name], "declared only during a change"
+    # The restart label covers every other file (keyed by secrets.env), not this one.
+    files = {
+        unwrap_all(f.inputs["path"]).rsplit("/", 1)[1]: unwrap_all(f.inputs["content"])
+        for f in during.by_type(REMOTE_FILE)
+    }
+    assert render.PREVIOUS_PASSWORD_ENV in files
+    del files[render.PREVIOUS_PASSWORD_ENV]
+    assert labels_of(during.one(CONTAINER, "kopia-container"))["homelab-backup.config-sha256"] == (
+        render.content_digest(files, key=files[render.SECRETS_ENV])
+    )
+
+
+def test_only_the_maintenance_owner_may_declare_the_previous_repository_password(key_vault):
+    message = refused(
+        "vps", key_vault, overrides=with_previous_repository_password("vps"), secrets={"previousRepoPassword": "x"}
+    )
+    assert "homelab-backup:kopia.secrets.previousRepositoryPassword: only the maintenance owner (shelken@sakamoto)" in (
+        message
+    )
 
 
 MAIL = {"smtpServer": "smtp.example.net", "from": "kopia@example.net", "to": ["me@example.net"]}
@@ -560,6 +635,75 @@ def test_a_json_field_that_is_not_a_string_is_refused(key_vault, field_value):
         " field 'KOPIA_REPO_PASSWORD' is" in message
     )
     assert "not a string" in message
+
+
+@pytest.mark.parametrize(
+    ("field", "key"),
+    [
+        ("KOPIA_REPO_PASSWORD", "kopia.secrets.repositoryPassword"),
+        ("OPENLIST_S3_ACCESS_KEY_ID", "kopia.s3.accessKeyId"),
+        ("OPENLIST_S3_SECRET_ACCESS_KEY", "kopia.s3.secretAccessKey"),
+        ("KOPIA_SERVER_USERNAME", "kopia.secrets.serverUsername"),
+        ("OPENLIST_ADMIN_PASSWORD", "openlist.adminPassword"),
+        ("CLOUD189_PASSWORD", "openlist.storage.secretFields.password"),
+    ],
+)
+def test_a_secret_ending_in_a_line_break_is_refused_saying_how_to_store_it(key_vault, field, key):
+    """What `az keyvault secret set --file` stores: the newline would have become part of the password."""
+    key_vault.secrets["shelken-homelab"]["compose-vps"] = json.dumps({**VPS_SECRETS, field: VPS_SECRETS[field] + "\n"})
+    message = refused("vps", key_vault)
+    assert "(1 problem)" in message
+    assert (
+        f"homelab-backup:{key}: azure://shelken-homelab/compose-vps/{field}: the value ends in a line break" in message
+    )
+    assert "az keyvault secret set --value" in message
+
+
+def test_a_whole_secret_stored_from_a_file_with_its_newline_is_refused(key_vault):
+    """A whole Key Vault secret (no field), as `az keyvault secret set --file password.txt` stores it."""
+    kopia = stack_config("vps")["homelab-backup:kopia"]
+    key_vault.secrets["shelken-homelab"]["repo-password"] = "repo-pass-Vq7w\n"
+    secrets = {**kopia["secrets"], "repositoryPassword": "azure://shelken-homelab/repo-password"}
+    message = refused("vps", key_vault, overrides={"homelab-backup:kopia": {**kopia, "secrets": secrets}})
+    assert (
+        "homelab-backup:kopia.secrets.repositoryPassword: azure://shelken-homelab/repo-password: the value" in message
+    )
+
+
+def test_a_secret_holding_a_lone_surrogate_is_refused_before_any_resource(key_vault):
+    """JSON may spell half a UTF-16 pair; it used to end in a traceback once files were rendered."""
+    text = json.dumps(VPS_SECRETS).replace('"repo-pass-Vq7w"', '"repo-pass-\\ud800"')
+    key_vault.secrets["shelken-homelab"]["compose-vps"] = text
+    message = refused("vps", key_vault)
+    assert (
+        "homelab-backup:kopia.secrets.repositoryPassword: azure://shelken-homelab/compose-vps/KOPIA_REPO_PASSWORD:"
+        in message
+    )
+    assert "lone UTF-16 surrogate" in message
+
+
+def test_a_webhook_url_without_its_scheme_is_refused_before_any_resource(key_vault):
+    profiles = [{"name": "alerts", "webhook": {"url": "config:alertUrl"}}]
+    message = refused(
+        "vps",
+        key_vault,
+        overrides={"homelab-backup:notifications": profiles},
+        secrets={"alertUrl": "ntfy.example.net/backups-Tt5"},
+    )
+    assert "homelab-backup:notifications[0].webhook.url: config:alertUrl: the URL must be http(s)://" in message
+    assert "backups-Tt5" not in message
+
+
+def test_webhook_headers_may_end_in_a_line_break(key_vault):
+    profiles = [{"name": "alerts", "webhook": {"url": "config:alertUrl", "headers": "config:alertHeaders"}}]
+    run = run_committed_stack(
+        "vps",
+        key_vault,
+        secrets={"alertUrl": "https://ntfy.example.net/backups", "alertHeaders": "Priority: high\nTags: kopia\n"},
+        **{"homelab-backup:notifications": profiles},
+    )
+    profile = json.loads(file_content(run, render.notification_file("alerts")))
+    assert profile["method"]["config"]["headers"] == "Priority: high\nTags: kopia\n"
 
 
 def test_dotenv_values_are_read_as_compose_reads_them(key_vault):
@@ -658,3 +802,53 @@ def test_retention_without_bounds_stops_the_deploy(key_vault):
     retention = {"keepDaily": 10**9}
     message = refused("vps", key_vault, overrides={"homelab-backup:policy": {**policy, "retention": retention}})
     assert "homelab-backup:policy.retention.keepDaily: Input should be less than or equal to 10000" in message
+
+
+def test_config_other_than_the_defaults_reaches_the_rendered_files_and_the_container(key_vault):
+    """Values a rendering bug could drop on the way (the render tests build their parameters by hand)."""
+    project = {k: stack_config("sakamoto")[f"homelab-backup:{k}"] for k in ("policy", "repository")}
+    host, kopia = (stack_config("sakamoto")[f"homelab-backup:{k}"] for k in ("host", "kopia"))
+    run = run_committed_stack(
+        "sakamoto",  # the maintenance owner: it applies the maintenance schedule
+        key_vault,
+        **{
+            "homelab-backup:policy": {**project["policy"], "parallelFileReads": 3},
+            "homelab-backup:repository": {
+                **project["repository"],
+                "maintenance": {"quickInterval": "2h", "fullInterval": "48h"},
+            },
+            "homelab-backup:kopia": {**kopia, "cache": {"contentMB": 1234, "metadataMB": 4321}},
+            "homelab-backup:host": {**host, "deployAddress": "192.168.7.9"},
+        },
+    )
+    assert {
+        p["upload"]["maxParallelFileReads"] for p in json.loads(file_content(run, render.POLICY_JSON)).values()
+    } == {3}
+    container = run.one(CONTAINER, "kopia-container")
+    script = container.inputs["entrypoints"][2]
+    assert "--content-cache-size-mb=1234 --metadata-cache-size-mb=4321" in script
+    assert "kopia maintenance set --owner=me --quick-interval=2h --full-interval=48h" in script
+    # The health check's `curl --cacert` reaches the server on 127.0.0.1; clients use the deploy address.
+    cert = run.one("tls:index/selfSignedCert:SelfSignedCert", "kopia-tls-cert")
+    assert sorted(cert.inputs["ipAddresses"]) == ["127.0.0.1", "192.168.7.9"]
+    # The restart label is keyed by secrets.env, over every config file.
+    files = {
+        unwrap_all(f.inputs["path"]).rsplit("/", 1)[1]: unwrap_all(f.inputs["content"])
+        for f in run.by_type(REMOTE_FILE)
+    }
+    assert labels_of(container)["homelab-backup.config-sha256"] == render.content_digest(
+        files, key=files[render.SECRETS_ENV]
+    )
+
+
+def test_each_kopia_is_created_after_its_gateway_holds_the_keys_in_force(vps, sakamoto):
+    """Before, the gateway may serve S3 without authentication, and the restart that puts the keys in force
+    would cut Kopia's uploads short (seen on real parts: a 0-byte index blob left on the drive, which every
+    host then failed to open the repository on)."""
+    for run, settings in ((vps, "openlist-settings"), (sakamoto, "openlist-gateway-settings")):
+        container = run.one(CONTAINER, "kopia-container")
+        assert any(d.endswith(f"::{settings}") for d in container.options["depends_on"]), run
+    # The endpoint, given through the gateway, is still a secret wherever it lands.
+    files = sakamoto.by_type(REMOTE_FILE)
+    assert any("openlist.cluster.lan:5246" in json.dumps(unwrap_all(f.inputs)) for f in files)
+    assert not [f.name for f in files if "openlist.cluster.lan" in " ".join(plain_strings(f.inputs))]

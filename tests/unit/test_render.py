@@ -358,8 +358,31 @@ def test_start_script_renders_for_valid_params():
 )
 def test_start_script_rejects_values_that_are_not_shell_safe(change):
     params = render.StartScriptParams(**{**PARAMS.__dict__, **change})
-    with pytest.raises(ValueError, match="cannot be placed in the start script unquoted"):
+    with pytest.raises(ValueError, match=r"cannot be placed unquoted in kopia-(start|ui-api)\.sh"):
         render.render_start_script(params)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"hostname": "vps\nid"},  # the identity is in a comment line: a newline would end it
+        {"username": "shel$(id)ken"},
+        {"sources": ('shelken@vps:/backup/data" $(id) "',)},  # awk's -v expected="..." is double-quoted
+        {"deploy_dir": "/tmp/a b"},
+        {"state_dir": "/tmp/`id`"},
+    ],
+)
+def test_health_check_refuses_values_that_are_not_shell_safe_like_the_start_script(change):
+    params = render.StartScriptParams(**{**PARAMS.__dict__, **change})
+    with pytest.raises(ValueError, match=r"cannot be placed unquoted in kopia-(health|drill-verdict|ui-api)\.sh"):
+        render.render_healthcheck(params)
+
+
+@pytest.mark.parametrize("state_dir", ["/srv/kopia/state; rm -rf ~", "/srv/$(id)/state", "/srv/my kopia/state"])
+def test_drill_verdict_refuses_a_state_dir_that_is_not_shell_safe(state_dir):
+    """`scripts/status` runs this snippet over SSH with the stack's kopiaDataDir in it."""
+    with pytest.raises(ValueError, match=r"cannot be placed unquoted in kopia-drill-verdict\.sh"):
+        render.render_drill_verdict(state_dir, 3600)
 
 
 # ---------------------------------------------------------------- homepage labels
@@ -448,3 +471,24 @@ def test_an_email_profile_gives_every_option_so_kopia_applies_no_default():
         },
     }
     assert list(document["method"]["config"]) == sorted(document["method"]["config"])
+
+
+def test_the_readme_gives_the_same_create_and_take_back_commands_as_the_messages():
+    """The first deploy's commands are written once in render.py; the README must not drift from them."""
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    assert render.create_repository_command("sakamoto") in readme
+    assert f"pulumi config rm --stack sakamoto --path {render.CREATE_REPOSITORY_KEY}" in readme
+
+
+def test_the_create_request_reaches_the_start_script_and_the_health_check_naming_the_stack():
+    values = stack_config("e2e-sakamoto")
+    values["homelab-backup:kopia"] = {**values["homelab-backup:kopia"], "createRepository": True}
+    asked = load_stack_config({k.removeprefix(f"{PROJECT}:"): v for k, v in values.items() if k.startswith(PROJECT)})
+    params = render.start_script_params(asked)
+    assert (params.create_repository, params.stack_name) == (True, "e2e-sakamoto")
+    assert "CREATE_REQUESTED=yes" in render.render_start_script(params)
+    assert render.create_repository_reminder("e2e-sakamoto") in render.render_healthcheck(params)
+    plain = render.start_script_params(SAKAMOTO)
+    assert (plain.create_repository, plain.stack_name) == (False, "sakamoto")
+    assert "CREATE_REQUESTED=no" in render.render_start_script(plain)
+    assert "create_reminder=''" in render.render_healthcheck(plain)

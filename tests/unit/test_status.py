@@ -12,10 +12,14 @@ import dataclasses
 import datetime
 import hashlib
 import http.server
+import itertools
 import json
 import random
 import re
+import socketserver
 import ssl
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -31,6 +35,7 @@ from cryptography.x509.oid import NameOID
 from scripts import status
 from tests.kopia_answers import NOW, answer, source_status
 
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("shelken@vps:/backup/data",)
 PASSWORD = "control-pw"
 
@@ -50,6 +55,13 @@ def host(url: str, fingerprint: str | None, password: str = PASSWORD) -> status.
 # ---------------------------------------------------------------- verdicts and rows
 
 
+@pytest.fixture(autouse=True)
+def judged_at_now(monkeypatch):
+    """The answers are dated from NOW (taken at import): every run of `status.main` is judged at that same
+    instant, however long the suite has been running."""
+    monkeypatch.setattr(status, "clock", lambda: int(NOW.timestamp()))
+
+
 def test_rows_carry_what_the_table_shows_and_the_verdict_of_the_shared_rules():
     body = answer(source_status(SOURCES[0], errors=2))
     (row,) = status.rows_for(host("https://x:1", None), body, int(NOW.timestamp()))
@@ -66,6 +78,16 @@ def test_a_source_never_snapshotted_is_not_ok_from_the_operators_side():
     (row,) = status.rows_for(host("https://x:1", None), body, int(NOW.timestamp()))
     assert row.verdict == "no snapshot yet"
     assert row.last_snapshot is None and row.age_seconds is None
+
+
+def test_a_snapshot_dated_in_the_future_is_reported_by_the_shared_rule():
+    ahead = source_status(SOURCES[0], last=NOW + datetime.timedelta(hours=2))
+    (row,) = status.rows_for(host("https://x:1", None), answer(ahead), int(NOW.timestamp()))
+    assert row.age_seconds == -7200
+    assert row.verdict == (
+        f"last snapshot is dated 7200s in the future (more than {status.render.CLOCK_SKEW_SECONDS}s ahead): "
+        "check the host clock"
+    )
 
 
 def test_a_source_missing_from_the_server_is_reported():
@@ -235,6 +257,47 @@ def test_an_unexpected_error_for_one_host_is_reported_for_that_host_only(monkeyp
     assert report["unreachable"] == {"sakamoto": "ValueError: Invalid isoformat string"}
 
 
+# ---------------------------------------------------------------- kopia.createRepository left set
+
+
+@dataclasses.dataclass
+class _Value:
+    value: object
+    secret: bool = False
+
+
+class _FakeStack:
+    """What `pulumi.automation.select_stack` answers for the e2e-sakamoto stack as deployed."""
+
+    def __init__(self, config: dict[str, object], secrets: dict[str, str]) -> None:
+        self.config = {k: _Value(v) for k, v in config.items()} | {k: _Value(v, True) for k, v in secrets.items()}
+
+    def outputs(self) -> dict[str, _Value]:
+        return {"kopia_server_url": _Value("https://127.0.0.3:51515"), "backup_sources": _Value(["x"])}
+
+    def get_all_config(self) -> dict[str, _Value]:
+        return self.config
+
+
+@pytest.mark.parametrize("create", [False, True])
+def test_a_stack_that_still_sets_create_repository_fails_its_sources_with_the_health_checks_line(monkeypatch, create):
+    from pulumi import automation
+
+    from components import render
+    from testbed.mocks import stack_config
+
+    config = stack_config("e2e-sakamoto")
+    config["homelab-backup:kopia"] = {**config["homelab-backup:kopia"], "createRepository": create}
+    secrets = {f"homelab-backup:{k}": "x" for k in ("serverControlPassword", "serverUsername", "serverPassword")}
+    monkeypatch.setattr(automation, "select_stack", lambda stack_name, work_dir: _FakeStack(config, secrets))
+    sakamoto = status.host_from_stack("e2e-sakamoto", Path("."))
+    reminder = render.create_repository_reminder("e2e-sakamoto")
+    assert sakamoto.create_repository_reminder == (reminder if create else "")
+    sakamoto = dataclasses.replace(sakamoto, sources=SOURCES, max_age_seconds=3600)  # the answer's clock
+    (row,) = status.rows_for(sakamoto, answer(source_status(SOURCES[0])), int(NOW.timestamp()))
+    assert row.verdict == (reminder if create else "ok")
+
+
 # ---------------------------------------------------------------- the restore drill
 
 
@@ -348,7 +411,8 @@ def test_drill_restores_a_sampled_file_of_the_latest_snapshot_and_checks_its_siz
     session = status.UiSession(ui_host, timeout=5)
     checked = status.restore_sample(session, SOURCES[0], tmp_path, random.Random(1))
     assert checked == "/dir0/file1.txt (1.5 KiB) from 2026-11-27T10:00:00Z: ok"
-    assert (tmp_path / "vps" / "backup/data" / "dir0" / "file1.txt").read_bytes() == objects["Ifile"]
+    (written,) = tmp_path.iterdir()
+    assert written.read_bytes() == objects["Ifile"] and written.stat().st_mode & 0o077 == 0
     objects["Ifile"] = objects["Ifile"][:-10]  # a short read: the content does not match the snapshot
     short = re.escape("restored 1490 bytes of /dir0/file1.txt, the snapshot says 1500")
     with pytest.raises(status.StatusError, match=short):
@@ -374,3 +438,210 @@ def test_a_failed_last_attempt_in_the_task_list_fails_the_source_by_the_health_c
     answer_of = {"tasks": listed[1:]}
     (row,) = status.rows_for(host("https://x:1", None), body, int(NOW.timestamp()), tasks=json.dumps(answer_of))
     assert row.verdict == "ok"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../../../../escaped.txt", "..", "/ABSOLUTE/escaped.txt", "dir0/../../escaped.txt", "a\x00b", ""],
+)
+def test_drill_refuses_a_listed_name_that_is_not_a_plain_file_name_and_writes_nothing(kopia_ui, tmp_path, name):
+    """The names come from the server: a hostile one must not choose where the sample lands."""
+    url, objects = kopia_ui
+    outside = tmp_path / "outside"
+    into = tmp_path / "drill" / "private"
+    into.mkdir(parents=True)
+    name = name.replace("/ABSOLUTE", str(outside))
+    objects["kdir"] = json.dumps({"entries": [{"name": name, "type": "f", "size": 1500, "obj": "Ifile"}]}).encode()
+    session = status.UiSession(dataclasses.replace(host(url, None), ui_login=("ui-user", "ui-pw")), timeout=5)
+    with pytest.raises(status.StatusError, match=r"lists an entry named .* in /dir0 .*not a plain file name"):
+        status.restore_sample(session, SOURCES[0], into, random.Random(1))
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written == [], written
+    objects["kroot"] = json.dumps({"entries": [{"name": "..", "type": "d", "obj": "kdir"}]}).encode()
+    with pytest.raises(status.StatusError, match=r"lists an entry named '\.\.' in / "):
+        status.restore_sample(session, SOURCES[0], into, random.Random(1))
+
+
+# ---------------------------------------------------------------- broken answers, control bytes, the deadline
+
+
+def test_an_html_page_with_http_200_is_reported_as_such(monkeypatch):
+    page = b"<!DOCTYPE html><html><body>Welcome to nginx!</body></html>"
+    monkeypatch.setattr(status, "request", lambda *args, **kwargs: (200, {}, page))
+    with pytest.raises(status.StatusError) as raised:
+        status.fetch_sources(host("https://vps:1", "ab"), timeout=5)
+    assert str(raised.value) == (
+        "https://vps:1/api/v1/control/sources: not an answer Kopia gives: an HTML page: "
+        "'<!DOCTYPE html><html><body>Welcome to nginx!</body></html>'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (("lastSnapshot", "startTime", 1764000), "lastSnapshot.startTime: Input should be a valid string, got 1764000"),
+        (("lastSnapshot", "startTime", "yesterday"), "lastSnapshot.startTime: Value error, not an RFC 3339 time"),
+        ((None, "nextSnapshotTime", 5), "nextSnapshotTime: Input should be a valid string, got 5"),
+        (("lastSnapshot", "stats", "many"), 'lastSnapshot.stats: Input should be an object, got "many"'),
+    ],
+)  # fmt: skip
+def test_a_wrong_field_in_the_answer_is_named_not_a_python_exception(monkeypatch, capsys, change, problem):
+    problem = f"sources.0.{problem}"
+    where, key, value = change
+    entry = source_status(SOURCES[0])
+    (entry[where] if where else entry)[key] = value
+    broken = json.dumps({"sources": [entry]}, indent=2)
+    with pytest.raises(status.StatusError, match=re.escape(problem)):
+        status.rows_for(host("https://x:1", None), broken, int(NOW.timestamp()))
+    # and through main, for that host only
+    monkeypatch.setattr(status, "host_from_stack", lambda stack, workdir: host("https://vps:1", "ab"))
+    monkeypatch.setattr(status, "request", lambda *args, **kwargs: (200, {}, broken.encode()))
+    monkeypatch.setattr(status, "fetch_tasks", lambda h, timeout: '{"tasks": []}')
+    monkeypatch.setattr(status, "read_drill", lambda h, timeout: status.Drill(True, "restore drill passed at x"))
+    assert status.main(["--stack", "vps", "--json"]) == status.EXIT_UNREACHABLE
+    (reason,) = json.loads(capsys.readouterr().out)["unreachable"].values()
+    assert problem in reason and "Error:" not in reason.replace("Value error", ""), reason
+
+
+def test_text_from_kopia_reaches_the_terminal_with_its_control_bytes_escaped(monkeypatch, capsys):
+    entry = source_status(SOURCES[0])
+    entry["lastSnapshot"]["rootEntry"]["summ"]["errors"] = [
+        {"path": "x", "error": "open \x1b[2J\x1b]0;pwned\x07: denied"}
+    ]
+    monkeypatch.setattr(status, "host_from_stack", lambda stack, workdir: host("https://vps:1", "ab"))
+    monkeypatch.setattr(status, "fetch_sources", lambda h, timeout: answer(entry))
+    monkeypatch.setattr(status, "fetch_tasks", lambda h, timeout: '{"tasks": []}')
+    monkeypatch.setattr(
+        status, "read_drill", lambda h, timeout: status.Drill(False, "restore drill failed at x: \x9b31m\u202egnp.exe")
+    )
+    assert status.main(["--stack", "vps"]) == status.EXIT_FAILING
+    out, err = capsys.readouterr()
+    for text in (out, err):
+        assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202e]", text), repr(text)
+    assert "open \\x1b[2J\\x1b]0;pwned\\x07: denied" in out
+    assert "\\x9b31m\\u202egnp.exe" in out
+
+
+@pytest.fixture
+def byte_a_second() -> Iterator[str]:
+    """A server that answers one byte of a valid HTTP status line every half second, for ever."""
+    stop = threading.Event()
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            for byte in itertools.cycle(b"HTTP/1.1 200 OK\r\nX-Slow: " + b"z" * 1000):
+                if stop.wait(0.5):
+                    return
+                try:
+                    self.request.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_server_answering_a_byte_at_a_time_is_cut_at_the_timeout(byte_a_second):
+    raised: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            status.fetch_sources(host(byte_a_second, None), timeout=2)
+        except BaseException as error:
+            raised.append(error)
+
+    asking = threading.Thread(target=ask, daemon=True)  # a hang must fail this test, not stop the suite
+    asking.start()
+    asking.join(timeout=10)
+    assert not asking.is_alive(), "still reading a byte at a time after 10s"
+    (error,) = raised
+    assert isinstance(error, status.StatusError)
+    assert str(error) == f"{byte_a_second}/api/v1/control/sources: no whole answer within 2s (too slow)"
+
+
+@pytest.mark.parametrize(
+    ("hang", "reason"),
+    [
+        ("slow-server", r"/api/v1/control/sources: no whole answer within 1s \(too slow\)"),
+        ("pulumi", r"timed out: not done within the run's 3s, while reading its stack from Pulumi"),
+    ],
+)
+def test_the_command_exits_by_its_deadline_naming_the_host_that_timed_out(byte_a_second, hang, reason):
+    """Run as cron runs it: a process of its own, which must END (a thread still reading must not keep it)."""
+    program = f"""
+import sys, threading
+from scripts import status
+def host_from_stack(stack, workdir):
+    if stack == "vps" and {hang!r} == "pulumi":
+        threading.Event().wait()  # never returns
+    return status.Host(stack, {byte_a_second!r} if stack == "vps" else "http://127.0.0.1:9", None, (),
+                       max_age_seconds=3600, upload_allowance_seconds=86400, control_password="pw")
+status.host_from_stack = host_from_stack
+sys.exit(status.main(["--stack", "vps", "--stack", "sakamoto", "--timeout", "1", "--deadline", "3", "--json"]))
+"""
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert time.monotonic() - started < 20, "the process ended by its deadline"
+    assert result.returncode == status.EXIT_UNREACHABLE, result.stderr
+    unreachable = json.loads(result.stdout)["unreachable"]
+    assert re.search(reason, unreachable["vps"]), unreachable
+    assert "reachable" in unreachable["sakamoto"], "the other host is reported for itself"
+    assert re.search(f"vps: .*{reason}", result.stderr), result.stderr
+
+
+# ---------------------------------------------------------------- main: exit codes of whole runs
+
+
+def fake_hosts(monkeypatch, hosts: dict[str, status.Host], answers: dict[str, str], tasks: str = '{"tasks": []}'):
+    monkeypatch.setattr(status, "host_from_stack", lambda stack, workdir: hosts[stack])
+    monkeypatch.setattr(status, "fetch_sources", lambda h, timeout: answers[h.stack])
+    monkeypatch.setattr(status, "fetch_tasks", lambda h, timeout: tasks)
+    monkeypatch.setattr(status, "read_drill", lambda h, timeout: status.Drill(True, "restore drill passed at x"))
+
+
+def test_some_sources_failing_and_others_passing_exits_failing_with_each_verdict(monkeypatch, capsys):
+    two = ("shelken@vps:/backup/data", "shelken@vps:/backup/db")
+    vps = dataclasses.replace(host("https://vps:1", "ab"), sources=two)
+    stale = source_status(two[1], last=NOW - datetime.timedelta(hours=3))
+    fake_hosts(monkeypatch, {"vps": vps}, {"vps": answer(source_status(two[0]), stale)})
+    assert status.main(["--stack", "vps", "--json"]) == status.EXIT_FAILING
+    verdicts = {r["source"]: r["verdict"] for r in json.loads(capsys.readouterr().out)["sources"]}
+    assert verdicts[two[0]] == "ok"
+    assert verdicts[two[1]].startswith("last snapshot 10")
+
+
+def test_the_task_list_reaches_the_verdict_and_the_exit_code(monkeypatch, capsys):
+    failed = {"tasks": [{"id": "2", "kind": "Snapshot", "description": f"{SOURCES[0]} at 2026-11-27T15:00:00Z",
+                         "status": "FAILED", "errorMessage": "BLOB not found"}]}  # fmt: skip
+    vps = host("https://vps:1", "ab")
+    fake_hosts(monkeypatch, {"vps": vps}, {"vps": answer(source_status(SOURCES[0]))}, tasks=json.dumps(failed))
+    assert status.main(["--stack", "vps", "--json"]) == status.EXIT_FAILING
+    (row,) = json.loads(capsys.readouterr().out)["sources"]
+    assert row["verdict"] == "last snapshot attempt failed at 2026-11-27T15:00:00Z: BLOB not found"
+
+
+@pytest.mark.parametrize("short_read", [False, True])
+def test_a_drill_run_restores_through_main_and_a_failed_restore_fails_the_source(
+    kopia_ui, monkeypatch, capsys, short_read
+):
+    url, objects = kopia_ui
+    if short_read:
+        objects["Ifile"] = objects["Ifile"][:-10]
+    vps = dataclasses.replace(host(url, None), ui_login=("ui-user", "ui-pw"))
+    fake_hosts(monkeypatch, {"vps": vps}, {"vps": answer(source_status(SOURCES[0]))})
+    code = status.main(["--stack", "vps", "--json", "--drill"])
+    (row,) = json.loads(capsys.readouterr().out)["sources"]
+    if short_read:
+        assert code == status.EXIT_FAILING
+        expected = f"FAILED: {SOURCES[0]}: restored 1490 bytes of /dir0/file1.txt, the snapshot says 1500"
+        assert row["sample"] == row["verdict"] == expected
+    else:
+        assert code == status.EXIT_OK
+        assert row["sample"] == "/dir0/file1.txt (1.5 KiB) from 2026-11-27T10:00:00Z: ok" and row["verdict"] == "ok"
