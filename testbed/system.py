@@ -386,9 +386,11 @@ class System:
         if not self._locked:
             self._lock.enter_context(infra.exclusive_run(f"e2e stacks under {BASE}"))
             self._locked = True
-        # The names are fixed and the lock is held: a container by these names is a crashed run's, still
-        # holding mounts of the dirs about to be deleted (a new deploy would find it unchanged and keep it).
-        for container in (*KOPIA.values(), OPENLIST):
+        # The names are fixed and the lock is held: a container by these names, or one that mounts the dirs about
+        # to be deleted (a dump's, a test's database or writer), is a crashed or interrupted run's. Left running it
+        # would write into those dirs while they are deleted, and a new deploy would find it unchanged and keep it.
+        leftovers = {*KOPIA.values(), OPENLIST, *infra.containers_mounting(BASE)}
+        for container in sorted(leftovers):
             infra.docker("rm", "-f", container, check=False)
         infra.docker("network", "rm", NETWORK, check=False)
         if BASE.exists():

@@ -115,6 +115,7 @@ from testbed.infra.pins import (  # noqa: F401
 from testbed.infra.process import (  # noqa: F401
     CommandError,
     DockerRunner,
+    containers_mounting,
     docker,
     free_port,
     progress,

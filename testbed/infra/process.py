@@ -170,6 +170,20 @@ def docker(
     return run(["docker", *args], check=check, input=input, timeout=timeout)
 
 
+def containers_mounting(path: Path) -> list[str]:
+    """The names of the local engine's containers (running or not) that mount `path` or anything under it."""
+    ids = docker("ps", "-aq").stdout.split()
+    if not ids:
+        return []
+    inspected = docker("inspect", "--format", "{{.Name}}{{range .Mounts}} {{.Source}}{{end}}", *ids, check=False)
+    names = []
+    for line in inspected.stdout.splitlines():
+        name, *sources = line.split()
+        if any(Path(source) == path or Path(source).is_relative_to(path) for source in sources):
+            names.append(name.lstrip("/"))
+    return names
+
+
 #: Anything that runs the docker CLI: `docker` above, or `SshDocker(...).run` to go through sshd.
 DockerRunner = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -316,6 +316,29 @@ def test_cleanup_removes_containers_networks_and_dirs(images: infra.E2EImages, e
     assert not path.exists()
 
 
+def test_the_containers_that_mount_a_dir_are_found_to_be_removed_before_it_is_deleted(
+    images: infra.E2EImages, e2e_workdir: Path
+) -> None:
+    """What `System.prepare_host` removes before it deletes the host dirs: an interrupted run's containers (a
+    dump's, a test's writer) that still mount them, found by their mounts since their names are not fixed."""
+    tracker = infra.ResourceTracker(workdir=e2e_workdir)
+    root = tracker.mkdir("host")
+    (root / "deep" / "source").mkdir(parents=True)
+    beside = tracker.mkdir("beside")
+    inside = tracker.container(tracker.name("writer"))
+    outside = tracker.container(tracker.name("other"))
+    try:
+        for name, mount in ((inside, root / "deep" / "source"), (outside, beside)):
+            infra.docker(
+                "create", "--name", name, "-v", f"{mount}:/data", "--entrypoint", "/bin/sleep", images.kopia, "300"
+            )
+        found = infra.containers_mounting(root)
+        assert inside in found
+        assert outside not in found
+    finally:
+        assert tracker.cleanup() == []
+
+
 def test_command_error_shows_stderr() -> None:
     with pytest.raises(infra.CommandError) as info:
         infra.run(["sh", "-c", "echo boom >&2; exit 3"])
