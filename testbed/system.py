@@ -351,6 +351,13 @@ class System:
     def inspect(self, container: str) -> dict:
         return json.loads(self.docker("inspect", container).stdout)[0]
 
+    def runs_image(self, container: str, image: str) -> bool:
+        """Whether the container runs that image. Compared by ID: Pulumi's docker provider creates a container from
+        its image's ID (`RemoteImage.image_id`), so `.Config.Image` is `sha256:...` under the engine and the name
+        under the adapter."""
+        image_id = self.docker("image", "inspect", "--format", "{{.Id}}", image).stdout.strip()
+        return self.inspect(container)["Image"] == image_id
+
     def health(self, container: str) -> str:
         state = self.inspect(container)["State"]
         return state.get("Health", {}).get("Status", state["Status"])

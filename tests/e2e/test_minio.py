@@ -220,7 +220,7 @@ def test_the_latest_snapshot_restores_a_mirror_that_loads_into_a_fresh_minio_wit
     system = store.system
     assert system.oracle is not None
     container = f"{KOPIA['sakamoto']}-dump-{DUMP}"
-    assert system.inspect(container)["Config"]["Image"] == store.images.mc
+    assert system.runs_image(container, store.images.mc)
 
     def scheduled_dump() -> tuple[str, int, str] | None:
         line = status_line(DUMP_STATUS) if DUMP_STATUS.exists() else None
