@@ -132,57 +132,20 @@ def _prefix_problems(prefix: str) -> list[str]:
     return problems
 
 
+def _retention_count(alias: str, description: str, example: int) -> Any:
+    """One retention count of `Retention`: optional (unset inherits the global policy's), 0 to MAX_RETENTION_COUNT."""
+    return Field(default=None, alias=alias, ge=0, le=MAX_RETENTION_COUNT, description=description, examples=[example])
+
+
 class Retention(Model):
     """Kopia retention; unset values inherit from the repository's (global) policy."""
 
-    keep_latest: int | None = Field(
-        default=None,
-        alias="keepLatest",
-        ge=0,
-        le=MAX_RETENTION_COUNT,
-        description="newest snapshots kept",
-        examples=[10],
-    )
-    keep_hourly: int | None = Field(
-        default=None,
-        alias="keepHourly",
-        ge=0,
-        le=MAX_RETENTION_COUNT,
-        description="hours kept (the latest snapshot of each)",
-        examples=[24],
-    )
-    keep_daily: int | None = Field(
-        default=None,
-        alias="keepDaily",
-        ge=0,
-        le=MAX_RETENTION_COUNT,
-        description="days kept (the latest snapshot of each)",
-        examples=[7],
-    )
-    keep_weekly: int | None = Field(
-        default=None,
-        alias="keepWeekly",
-        ge=0,
-        le=MAX_RETENTION_COUNT,
-        description="weeks kept (the latest snapshot of each)",
-        examples=[4],
-    )
-    keep_monthly: int | None = Field(
-        default=None,
-        alias="keepMonthly",
-        ge=0,
-        le=MAX_RETENTION_COUNT,
-        description="months kept (the latest snapshot of each)",
-        examples=[12],
-    )
-    keep_annual: int | None = Field(
-        default=None,
-        alias="keepAnnual",
-        ge=0,
-        le=MAX_RETENTION_COUNT,
-        description="years kept (the latest snapshot of each)",
-        examples=[3],
-    )
+    keep_latest: int | None = _retention_count("keepLatest", "newest snapshots kept", 10)
+    keep_hourly: int | None = _retention_count("keepHourly", "hours kept (the latest snapshot of each)", 24)
+    keep_daily: int | None = _retention_count("keepDaily", "days kept (the latest snapshot of each)", 7)
+    keep_weekly: int | None = _retention_count("keepWeekly", "weeks kept (the latest snapshot of each)", 4)
+    keep_monthly: int | None = _retention_count("keepMonthly", "months kept (the latest snapshot of each)", 12)
+    keep_annual: int | None = _retention_count("keepAnnual", "years kept (the latest snapshot of each)", 3)
 
 
 class SourceTarget(Model):
