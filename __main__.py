@@ -185,7 +185,7 @@ kopia = KopiaNode(
 database_dumps = {}
 for i, source in enumerate(config.kopia.sources):
     for j, dump in enumerate(source.dumps):
-        served = dump.postgres or dump.minio
+        served = dumps.served_part(dump)
         running = database_containers[served.container] if served else None
         at = f"kopia.sources[{i}].dumps[{j}]"
         database_dumps[dump.name] = DatabaseDump(
@@ -194,9 +194,8 @@ for i, source in enumerate(config.kopia.sources):
                 source=source,
                 dump=dump,
                 interval_seconds=config.schedule.interval_seconds,
-                container_name=f"{config.kopia.container_name}-dump-{dump.name}",
-                # PostgreSQL: the database container's own image (its pg_dump matches its server); else declared.
-                image=running.image if dump.postgres and running else (dump.minio or dump.sqlite).image,  # type: ignore[union-attr]
+                container_name=dumps.dump_container_name(config.kopia.container_name, dump.name),
+                image=dumps.dump_image(dump, running),
                 network=dumps.dump_network(dump, running) if running else None,
                 config_dir=host.config_dir,
                 timezone=host.timezone,

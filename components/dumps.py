@@ -58,20 +58,20 @@ def inspect_containers(ssh: Sequence[str], names: Sequence[str]) -> dict[str, Ru
     return found
 
 
-def _served(dump: Dump) -> PostgresDump | MinioDump | None:
+def served_part(dump: Dump) -> PostgresDump | MinioDump | None:
     """The part of a dump that reaches a server's container over its network (PostgreSQL, MinIO), or None."""
     return dump.postgres or dump.minio
 
 
 def database_containers(config: StackConfig) -> list[str]:
     """The containers the stack's PostgreSQL and MinIO dumps read from, each once."""
-    names = [served.container for s in config.kopia.sources for d in s.dumps if (served := _served(d)) is not None]
+    names = [served.container for s in config.kopia.sources for d in s.dumps if (served := served_part(d)) is not None]
     return list(dict.fromkeys(names))
 
 
 def dump_network(dump: Dump, running: RunningContainer) -> str | None:
     """The network a PostgreSQL or MinIO dump joins: the declared one, or the server container's only one."""
-    served = _served(dump)
+    served = served_part(dump)
     assert served is not None
     if served.network is not None:
         return served.network
@@ -84,7 +84,7 @@ def container_problems(config: StackConfig, running: Mapping[str, RunningContain
     problems: list[Problem] = []
     for i, source in enumerate(config.kopia.sources):
         for j, dump in enumerate(source.dumps):
-            served = _served(dump)
+            served = served_part(dump)
             if served is None:
                 continue
             key = f"{PROJECT}:kopia.sources[{i}].dumps[{j}].{dump.kind}"
@@ -117,6 +117,22 @@ def container_problems(config: StackConfig, running: Mapping[str, RunningContain
     return problems
 
 
+def dump_container_name(kopia_container_name: str, dump_name: str) -> str:
+    """A dump's container on the host: `<kopia.containerName>-dump-<name>`."""
+    return f"{kopia_container_name}-dump-{dump_name}"
+
+
+def dump_image(dump: Dump, running: RunningContainer | None) -> str:
+    """The image a dump runs: PostgreSQL, the database container's own (its pg_dump matches its server); SQLite
+    and MinIO, the declared one."""
+    if dump.postgres is not None:
+        assert running is not None, "the database container is checked before any resource (container_problems)"
+        return running.image
+    declared = dump.minio or dump.sqlite
+    assert declared is not None  # the model requires one kind
+    return declared.image
+
+
 def dumped_from(dump: Dump) -> str:
     """What a dump reads, for its container's label: the database container, the SQLite file, MinIO's buckets."""
     if dump.postgres is not None:
@@ -135,7 +151,7 @@ class DatabaseDumpArgs:
     source: BackupSource
     dump: Dump
     interval_seconds: int  # schedule.intervalSeconds: the dumps run before each snapshot
-    container_name: str  # <kopia.containerName>-dump-<name>
+    container_name: str  # dump_container_name(...)
     image: str  # the database container's image (PostgreSQL) or the declared sqlite3 or mc image
     network: str | None  # PostgreSQL, MinIO: the network the server is reached on; SQLite: none at all
     config_dir: str  # host.configDir: the credentials file goes to <configDir>/dumps/<name>/

@@ -29,6 +29,7 @@ import pytest
 
 from components import render
 from components.config import DUMPS_DIR
+from components.dumps import dump_container_name
 from testbed import infra, runbook
 from testbed.mocks import stack_config
 from testbed.postgres import docker, psql, start_database
@@ -248,7 +249,7 @@ def run_as_written(system: System, bin_dir: Path, *commands: str) -> str:
 def test_the_latest_snapshot_restores_a_dump_that_loads_whole_under_write_load(bank: Bank, tmp_path: Path):
     system = bank.system
     assert system.oracle is not None
-    container = f"{KOPIA['sakamoto']}-dump-{DUMP}"
+    container = dump_container_name(KOPIA["sakamoto"], DUMP)
     assert system.runs_image(container, bank.image)  # the database's own image
     snapshot = scheduled_dump_and_a_snapshot_after_it(system, DUMP_STATUS)
 
@@ -330,7 +331,7 @@ def sqlite_answers(image: str, directory: Path, file: str) -> tuple[str, int | N
 def test_an_sqlite_file_in_wal_mode_written_during_snapshots_restores_whole_from_its_dump(bank: Bank, tmp_path: Path):
     system = bank.system
     assert system.oracle is not None
-    container = f"{KOPIA['sakamoto']}-dump-{NOTES}"
+    container = dump_container_name(KOPIA["sakamoto"], NOTES)
     spec = system.inspect(container)
     assert spec["HostConfig"]["NetworkMode"] == "none"
     assert sqlite(bank.image, NOTES_DIR, NOTES_FILE, "PRAGMA journal_mode;").stdout.strip() == "wal"
@@ -410,7 +411,7 @@ def test_a_dump_with_a_wrong_password_turns_the_source_unhealthy_and_alerts(bank
 
 
 def test_the_dump_container_holds_no_secret_in_its_spec(bank: Bank):
-    spec = bank.system.inspect(f"{KOPIA['sakamoto']}-dump-{DUMP}")
+    spec = bank.system.inspect(dump_container_name(KOPIA["sakamoto"], DUMP))
     text = str(spec["Config"]) + str(spec["HostConfig"])
     assert bank.password not in text
     mounts = {m["Destination"]: m for m in spec["Mounts"]}

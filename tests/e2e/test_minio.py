@@ -27,6 +27,7 @@ import pytest
 
 from components import render
 from components.config import DUMPS_DIR
+from components.dumps import dump_container_name
 from testbed import infra
 from testbed.mocks import stack_config
 from testbed.system import BASE, KOPIA, NETWORK, SOURCES, System, say, wait_for
@@ -219,7 +220,7 @@ def test_the_latest_snapshot_restores_a_mirror_that_loads_into_a_fresh_minio_wit
 ):
     system = store.system
     assert system.oracle is not None
-    container = f"{KOPIA['sakamoto']}-dump-{DUMP}"
+    container = dump_container_name(KOPIA["sakamoto"], DUMP)
     assert system.runs_image(container, store.images.mc)
 
     def scheduled_dump() -> tuple[str, int, str] | None:
@@ -328,12 +329,12 @@ def negative_control(store: Store, latest: dict, restored: Path, uploads: list, 
 
 
 def test_the_mirror_container_holds_no_key_in_its_spec_and_its_config_file_is_private(store: Store):
-    spec = store.system.inspect(f"{KOPIA['sakamoto']}-dump-{DUMP}")
+    spec = store.system.inspect(dump_container_name(KOPIA["sakamoto"], DUMP))
     text = json.dumps(spec["Config"]) + json.dumps(spec["HostConfig"])
     assert READER_SECRET not in text and READER not in text
     mounts = {m["Destination"]: m for m in spec["Mounts"]}
     assert mounts[render.DUMP_SECRETS_DIR]["RW"] is False
     config_file = Path(mounts[render.DUMP_SECRETS_DIR]["Source"]) / render.MC_CONFIG_FILE
     assert oct(config_file.stat().st_mode & 0o777) == oct(0o600)
-    logs = store.system.logs(f"{KOPIA['sakamoto']}-dump-{DUMP}")
+    logs = store.system.logs(dump_container_name(KOPIA["sakamoto"], DUMP))
     assert READER_SECRET not in logs
