@@ -11,11 +11,21 @@ from pulumi.runtime import config as runtime_config
 from pulumi_azure_native import authorization
 
 from components import dumps, hosts, render
-from components.config import DUMPS_DIR, PROJECT, ConfigError, SecretRef, load_namespace, secret_references
+from components.config import (
+    DUMPS_DIR,
+    PROJECT,
+    ConfigError,
+    SecretRef,
+    dump_container_name,
+    load_namespace,
+    pauser_container_name,
+    secret_references,
+)
 from components.dumps import DatabaseDump, DatabaseDumpArgs
 from components.host_files import RemoteError
 from components.kopia_node import KopiaNode, KopiaNodeArgs, KopiaSecrets
 from components.openlist import OpenList, OpenListArgs, OpenListGateway, OpenListGatewayArgs, OpenListSecrets
+from components.pauser import ContainerPauser, ContainerPauserArgs
 from components.secrets import KEY_VAULT_RESOURCE, SecretReadError, SecretsError, read_secrets
 
 
@@ -60,9 +70,10 @@ try:
         stack=pulumi.get_stack(),
         secret_keys={key for key in values if pulumi.runtime.is_config_secret(key)},
     )
-    # The containers the dumps read from (PostgreSQL, MinIO) must be on the host: asked (a read) before any resource.
-    database_containers = dumps.inspect_containers(hosts.ssh_command(config.host), dumps.database_containers(config))
-    if problems := dumps.container_problems(config, database_containers):
+    # The containers the dumps read from (PostgreSQL, MinIO) and the pauses freeze must be on the host: asked (a
+    # read) before any resource.
+    running_containers = dumps.inspect_containers(hosts.ssh_command(config.host), dumps.inspected_containers(config))
+    if problems := dumps.container_problems(config, running_containers):
         raise ConfigError(problems)
     plain_secrets = read_secrets(
         secret_references(config),
@@ -146,6 +157,21 @@ elif gateway is not None:
 else:
     s3_endpoint = secret("kopia.s3.endpoint")
 
+# The pauser, when a source pauses containers: up before Kopia, whose first snapshots after a start ask it at once.
+pauser = None
+if render.paused_sources(config.kopia.sources):
+    pauser = ContainerPauser(
+        "pauser",
+        ContainerPauserArgs(
+            host=host,
+            kopia=config.kopia,
+            identity=config.identity,
+            image=config.images.kopia,
+            container_name=pauser_container_name(config.kopia.container_name),
+        ),
+        opts=on_host,
+    )
+
 kopia = KopiaNode(
     "kopia",
     KopiaNodeArgs(
@@ -178,7 +204,7 @@ kopia = KopiaNode(
         ssh=ssh,
         ssh_target=ssh_target,
     ),
-    opts=on_host,
+    opts=pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(depends_on=[pauser] if pauser else [])),
 )
 
 # One container per declared dump, beside the database it reads (docs/decisions.md, "Live data").
@@ -186,7 +212,7 @@ database_dumps = {}
 for i, source in enumerate(config.kopia.sources):
     for j, dump in enumerate(source.dumps):
         served = dumps.served_part(dump)
-        running = database_containers[served.container] if served else None
+        running = running_containers[served.container] if served else None
         at = f"kopia.sources[{i}].dumps[{j}]"
         database_dumps[dump.name] = DatabaseDump(
             f"dump-{dump.name}",
@@ -194,7 +220,7 @@ for i, source in enumerate(config.kopia.sources):
                 source=source,
                 dump=dump,
                 interval_seconds=config.schedule.interval_seconds,
-                container_name=dumps.dump_container_name(config.kopia.container_name, dump.name),
+                container_name=dump_container_name(config.kopia.container_name, dump.name),
                 image=dumps.dump_image(dump, running),
                 network=dumps.dump_network(dump, running) if running else None,
                 config_dir=host.config_dir,
@@ -218,6 +244,15 @@ if database_dumps:  # what each dump writes where, and when: visible in `pulumi 
             d.name: f"{d.kind} -> {s.host_path}/{DUMPS_DIR}/{d.file_name}, {d.lead_seconds}s before each snapshot"
             for s in config.kopia.sources
             for d in s.dumps
+        },
+    )
+if pauser is not None:  # what each source pauses for its snapshots, and for how long at most
+    pulumi.export(
+        "paused_containers",
+        {
+            s.path: f"{', '.join(s.pause.containers)}, paused for each snapshot, {s.pause.max_seconds}s at most"
+            for s in config.kopia.sources
+            if s.pause is not None
         },
     )
 if openlist is not None:

@@ -63,9 +63,10 @@ def served_part(dump: Dump) -> PostgresDump | MinioDump | None:
     return dump.postgres or dump.minio
 
 
-def database_containers(config: StackConfig) -> list[str]:
-    """The containers the stack's PostgreSQL and MinIO dumps read from, each once."""
+def inspected_containers(config: StackConfig) -> list[str]:
+    """The containers the stack's PostgreSQL and MinIO dumps read from and its pauses freeze, each once."""
     names = [served.container for s in config.kopia.sources for d in s.dumps if (served := served_part(d)) is not None]
+    names += [name for s in config.kopia.sources if s.pause is not None for name in s.pause.containers]
     return list(dict.fromkeys(names))
 
 
@@ -79,10 +80,20 @@ def dump_network(dump: Dump, running: RunningContainer) -> str | None:
 
 
 def container_problems(config: StackConfig, running: Mapping[str, RunningContainer | None]) -> list[Problem]:
-    """A PostgreSQL or MinIO dump whose container is not on the host, or whose network cannot be told: refused
-    before any resource, naming the key, like any other bad config."""
+    """A PostgreSQL or MinIO dump whose container is not on the host, or whose network cannot be told, and a
+    paused container that is not on the host: refused before any resource, naming the key, like any other bad
+    config."""
     problems: list[Problem] = []
     for i, source in enumerate(config.kopia.sources):
+        for k, name in enumerate(source.pause.containers if source.pause else []):
+            if running.get(name) is None:
+                problems.append(
+                    (
+                        f"{PROJECT}:kopia.sources[{i}].pause.containers[{k}]",
+                        f"no container {name!r} on host {config.host.name} (docker inspect finds none): start the app"
+                        " first, or correct the name",
+                    )
+                )
         for j, dump in enumerate(source.dumps):
             served = served_part(dump)
             if served is None:
@@ -115,11 +126,6 @@ def container_problems(config: StackConfig, running: Mapping[str, RunningContain
                     )
                 )
     return problems
-
-
-def dump_container_name(kopia_container_name: str, dump_name: str) -> str:
-    """A dump's container on the host: `<kopia.containerName>-dump-<name>`."""
-    return f"{kopia_container_name}-dump-{dump_name}"
 
 
 def dump_image(dump: Dump, running: RunningContainer | None) -> str:

@@ -14,7 +14,7 @@ import pulumi_docker as docker
 import pulumi_tls as tls
 
 from components import render
-from components.config import Host, Kopia, NotificationProfile, Policy, Repository, Schedule
+from components.config import Host, Kopia, NotificationProfile, Policy, Repository, Schedule, pauser_container_name
 from components.remote_files import ConfigFiles
 
 
@@ -118,6 +118,9 @@ class KopiaNode(pulumi.ComponentResource):
                 args.schedule,
                 render.dump_dir_targets(args.params.identity, args.kopia.sources),
                 render.mirror_dir_targets(args.params.identity, args.kopia.sources),
+                render.pause_policy_entries(
+                    args.params.identity, args.kopia.sources, pauser_container_name(args.kopia.container_name)
+                ),
             ),
             render.SECRETS_ENV: pulumi.Output.secret(
                 pulumi.Output.all(
@@ -189,6 +192,8 @@ class KopiaNode(pulumi.ComponentResource):
             # The sources are read-only: the UI restores here (docs/operations.md, "Restore").
             docker.ContainerVolumeArgs(host_path=f"{data}/restore", container_path=render.RESTORE_DIR),
         ]
+        if params.enable_actions:  # the pause requests it writes for the pauser (components/pauser.py)
+            volumes.append(docker.ContainerVolumeArgs(host_path=pause_dir(host), container_path=render.PAUSE_DIR))
         # The sources as bind *mounts*: Docker refuses to start when a source's host path is missing (a disk
         # that did not mount, a typo), where a volume would create it empty and Kopia would back up nothing.
         sources = [
@@ -235,3 +240,8 @@ def container_env(timezone: str) -> dict[str, str]:
         "KOPIA_CHECK_FOR_UPDATES": "false",
         "KOPIA_PERSIST_CREDENTIALS_ON_CONNECT": "false",
     }
+
+
+def pause_dir(host: Host) -> str:
+    """The host directory shared by the Kopia container (its actions write the pause requests) and the pauser."""
+    return f"{host.kopia_dir}/pause"

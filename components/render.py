@@ -24,6 +24,7 @@ from components.config import (
     DEFAULT_PACK_SIZE_MB,
     DUMPS_DIR,
     OPENLIST_EMPTY_FOLDER_MARKER,
+    PAUSE_STATUS_NAME,
     SEVERITIES,
     BackupSource,
     Dump,
@@ -68,7 +69,11 @@ MSG_INVALID_PASSWORD = "invalid repository password"  # noqa: S105 (Kopia's ErrI
 
 
 def policy_document(
-    policy: Policy, schedule: Schedule, dump_dirs: Sequence[str] = (), mirror_dirs: Sequence[str] = ()
+    policy: Policy,
+    schedule: Schedule,
+    dump_dirs: Sequence[str] = (),
+    mirror_dirs: Sequence[str] = (),
+    host_entries: Mapping[str, dict] | None = None,
 ) -> dict[str, dict]:
     """One fully qualified entry per source (`user@host:/path`), and one per dumps directory of this host.
 
@@ -81,6 +86,7 @@ def policy_document(
     snapshot/upload/upload.go @ v0.22.3). A dumps directory that holds a MinIO mirror
     (`mirror_dirs`, a subset) also leaves out its top-level dot entries: the mirror's
     staging copy and temp directories, never a published copy (templates/dump-minio.sh).
+    `host_entries` are this host's own `user@host` entries (`pause_policy_entries`).
     """
     retention = {
         key: value
@@ -100,15 +106,22 @@ def policy_document(
             # Anchored at the .dumps directory (Kopia's ignore rules are gitignore rules, based at the policy's
             # directory): an object whose name starts with a dot, deeper down, stays in.
             document[target]["files"] = {"ignore": [MIRROR_IGNORE_RULE]}
+    document.update(host_entries or {})
     return document
 
 
 def render_policy_json(
-    policy: Policy, schedule: Schedule, dump_dirs: Sequence[str] = (), mirror_dirs: Sequence[str] = ()
+    policy: Policy,
+    schedule: Schedule,
+    dump_dirs: Sequence[str] = (),
+    mirror_dirs: Sequence[str] = (),
+    host_entries: Mapping[str, dict] | None = None,
 ) -> str:
     """policy.json for `kopia policy import`: byte-identical on every host but for each host's own dumps
-    directories (imported without --delete-other-policies, so one host's entries never remove another's)."""
-    return json.dumps(policy_document(policy, schedule, dump_dirs, mirror_dirs), indent=2, sort_keys=True) + "\n"
+    directories and `user@host` entry (imported without --delete-other-policies, so one host's entries never
+    remove another's)."""
+    document = policy_document(policy, schedule, dump_dirs, mirror_dirs, host_entries)
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
 #: The .dumps policy's ignore rule where a MinIO mirror writes: its staging copy and temp dirs (dot entries).
@@ -116,8 +129,8 @@ MIRROR_IGNORE_RULE = "/.*"
 
 
 def dump_dir_targets(host_identity: str, sources: Sequence[BackupSource]) -> tuple[str, ...]:
-    """`user@host:<path>/.dumps` of each source that declares a dump: their policy entries."""
-    return tuple(f"{host_identity}:{s.path}/{DUMPS_DIR}" for s in sources if s.dumps)
+    """`user@host:<path>/.dumps` of each source that declares a dump or a pause: their policy entries."""
+    return tuple(f"{host_identity}:{s.path}/{DUMPS_DIR}" for s in sources if s.dumps or s.pause)
 
 
 def mirror_dir_targets(host_identity: str, sources: Sequence[BackupSource]) -> tuple[str, ...]:
@@ -334,6 +347,8 @@ class StartScriptParams:
     pack_size_mb: int = DEFAULT_PACK_SIZE_MB
     quick_maintenance_interval: str = "1h"
     full_maintenance_interval: str = "24h"
+    #: a source pauses containers: connect with --enable-actions, and refuse to serve unless Kopia stored it
+    enable_actions: bool = False
     #: kopia.createRepository: this (owner's) start may create the repository where the storage holds none
     create_repository: bool = False
     #: the stack that deploys this host, named in the commands the messages give; default: the host's name
@@ -356,25 +371,33 @@ class StartScriptParams:
 
 @dataclass(frozen=True)
 class DumpCheck:
-    """One dump the health rule judges: its source, its name, and its status file as the checker sees it."""
+    """One dump (or a source's pause) the health rule judges: its source, its name, and its status file as the
+    checker sees it."""
 
     source: str  # user@host:/path
-    name: str
+    name: str  # a dump's name; a pause's containers, joined by commas
     status_file: str
+    what: str = "dump"  # or "pause"
 
 
 def dump_checks(config: StackConfig, *, on_host: bool) -> tuple[DumpCheck, ...]:
-    """Every dump of this host's sources; status files at their host paths (`on_host`, for scripts/status over
-    SSH) or where the Kopia container mounts the sources (its health check)."""
-    return tuple(
-        DumpCheck(
-            source=f"{config.identity}:{source.path}",
-            name=dump.name,
-            status_file=dump_status_file(source.host_path if on_host else source.path, dump),
-        )
-        for source in config.kopia.sources
-        for dump in source.dumps
-    )
+    """Every dump and pause of this host's sources; status files at their host paths (`on_host`, for scripts/status
+    over SSH) or where the Kopia container mounts the sources (its health check)."""
+    checks: list[DumpCheck] = []
+    for source in config.kopia.sources:
+        at = source.host_path if on_host else source.path
+        checks += [
+            DumpCheck(f"{config.identity}:{source.path}", dump.name, dump_status_file(at, dump.name))
+            for dump in source.dumps
+        ]
+        if source.pause is not None:
+            containers = ",".join(source.pause.containers)
+            checks.append(
+                DumpCheck(
+                    f"{config.identity}:{source.path}", containers, dump_status_file(at, PAUSE_STATUS_NAME), "pause"
+                )
+            )
+    return tuple(checks)
 
 
 def start_script_params(config: StackConfig) -> StartScriptParams:
@@ -401,6 +424,7 @@ def start_script_params(config: StackConfig) -> StartScriptParams:
         create_repository=config.kopia.create_repository,
         stack=config.host.stack,
         dumps=dump_checks(config, on_host=False),
+        enable_actions=any(source.pause for source in config.kopia.sources),
     )
 
 
@@ -490,6 +514,8 @@ def render_start_script(params: StartScriptParams) -> str:
         "@UI_API@": render_ui_api(params),
         "@CACHE_FLAGS@": f"--content-cache-size-mb={params.content_cache_mb} "
         f"--metadata-cache-size-mb={params.metadata_cache_mb}",
+        "@ACTIONS_FLAG@": "--enable-actions" if params.enable_actions else "",
+        "@ACTIONS_REQUIRED@": "yes" if params.enable_actions else "no",
         "@PACK_SIZE_MB@": str(params.pack_size_mb),
         "@PACK_SIZE_BYTES@": str(params.pack_size_mb << 20),
         "@MAINTENANCE_FLAGS@": f"--quick-interval={params.quick_maintenance_interval} "
@@ -554,9 +580,9 @@ def render_dump_verdict(checks: Sequence[DumpCheck], state_dir: str, max_age_sec
     replacements = {
         "@STATE_DIR@": state_dir,
         "@MAX_AGE_SECONDS@": str(max_age_seconds),
-        "@DUMPS@": "\n".join(f"{c.source} {c.name} {c.status_file}" for c in checks),
+        "@DUMPS@": "\n".join(f"{c.source} {c.what} {c.name} {c.status_file}" for c in checks),
     }
-    unquoted = (state_dir, *(value for c in checks for value in (c.source, c.name, c.status_file)))
+    unquoted = (state_dir, *(value for c in checks for value in (c.source, c.what, c.name, c.status_file)))
     return fill_template(DUMP_VERDICT_TEMPLATE, replacements, unquoted=unquoted)
 
 
@@ -638,9 +664,10 @@ PGPASS_FILE = "pgpass"
 MC_CONFIG_FILE = "mc-config.json"
 
 
-def dump_status_file(source_dir: str, dump: Dump) -> str:
-    """Where a dump's status line is, under its source's directory (on the host, or mounted in a container)."""
-    return f"{source_dir}/{DUMPS_DIR}/{dump.name}.status"
+def dump_status_file(source_dir: str, name: str) -> str:
+    """Where a dump's (or the source's pause's) status line is, under its source's directory (on the host, or
+    mounted in a container)."""
+    return f"{source_dir}/{DUMPS_DIR}/{name}.status"
 
 
 def dump_secrets_dir(config_dir: str, dump: Dump) -> str:
@@ -749,6 +776,7 @@ def render_dump_script(
         "@PUBLISH@": 'publish "$tmp"' if minio else 'mv -f "$tmp" "$out"',
         "@SIZE@": '$mirrored, $(du -sk "$out" | cut -f 1) KiB' if minio else "$(wc -c < \"$out\" | tr -d ' ') bytes",
         "@CLIENT@": client,
+        "@STATUS_FUNCTIONS@": status_functions(),
     }
     if dump.postgres is not None:
         database: tuple[str, ...] = (dump.postgres.container, dump.postgres.user, dump.postgres.database)
@@ -759,6 +787,96 @@ def render_dump_script(
         database = (dump.sqlite.file,)
     unquoted = (dumps_dir, secrets_dir, sqlite_dir, dump.name, dump.file_name, *database)
     return fill_template(DUMP_LOOP_TEMPLATE, replacements, unquoted=unquoted)
+
+
+STATUS_FUNCTIONS_TEMPLATE = TEMPLATES / "status-line.sh"
+
+
+def status_functions() -> str:
+    """The shell functions that write a dump's or a pause's status line and its failure marker: one home, embedded
+    by the dump loop and the pauser (they expect `$status`, `$marker` and `log`)."""
+    return STATUS_FUNCTIONS_TEMPLATE.read_text().rstrip("\n")
+
+
+# ---------------------------------------------------------------- pauses (docs/decisions.md, "Live data")
+
+PAUSE_ACTION_TEMPLATE = TEMPLATES / "pause-action.sh"
+PAUSER_TEMPLATE = TEMPLATES / "pauser.sh"
+#: Where the pause requests and answers are, in the Kopia container and the pauser alike (`<kopiaDataDir>/pause`).
+PAUSE_DIR = "/app/pause"
+#: In the pauser: each paused source's .dumps directory, at /sources/<its index in kopia.sources>.
+PAUSER_SOURCES_DIR = "/sources"
+#: The Docker engine's socket on the host, mounted into the pauser alone.
+DOCKER_SOCKET = "/var/run/docker.sock"
+#: How long the before action waits for the pauser's answer, and Kopia's limit on each action run (the default
+#: would be 3 minutes: snapshot/upload/upload_actions.go @ v0.22.3).
+PAUSE_ANSWER_SECONDS = 60
+PAUSE_ACTION_TIMEOUT_SECONDS = 90
+
+
+def paused_sources(sources: Sequence[BackupSource]) -> list[tuple[int, BackupSource]]:
+    """(index in kopia.sources, source) of each source that declares a pause: the index is its key in the
+    requests, the answers and the pauser's mounts."""
+    return [(i, source) for i, source in enumerate(sources) if source.pause is not None]
+
+
+def render_pause_action(
+    host_identity: str, sources: Sequence[BackupSource], pauser: str, *, pause_dir: str = PAUSE_DIR
+) -> str:
+    """Kopia's before- and after-snapshot-root action (one script, told apart by $KOPIA_ACTION): it asks the
+    pauser to pause or resume the source's containers and waits for its answer."""
+    cases = []
+    for i, source in paused_sources(sources):
+        assert source.pause is not None
+        containers = " ".join(source.pause.containers)
+        cases.append(f"{shell_quote(source.path)}) key={i} containers={shell_quote(containers)} ;;")
+    replacements = {
+        "@IDENTITY@": host_identity,
+        "@PAUSE_DIR@": pause_dir,
+        "@PAUSER@": pauser,
+        "@CASES@": "\n".join(cases),
+        "@ANSWER_SECONDS@": str(PAUSE_ANSWER_SECONDS),
+    }
+    return fill_template(PAUSE_ACTION_TEMPLATE, replacements, unquoted=(host_identity, pause_dir, pauser))
+
+
+def pause_policy_entries(host_identity: str, sources: Sequence[BackupSource], pauser: str) -> dict[str, dict]:
+    """This host's `user@host` policy entry, which every source of the host inherits, with the pause action
+    before and after each snapshot root; none when no source pauses. Only this host writes that entry (no fight
+    between hosts); a stale one left after the pauses are removed is not run: the start script then connects
+    without --enable-actions."""
+    if not paused_sources(sources):
+        return {}
+    script = render_pause_action(host_identity, sources, pauser)
+    action = {"script": script, "timeout": PAUSE_ACTION_TIMEOUT_SECONDS, "mode": "essential"}
+    return {host_identity: {"actions": {"beforeSnapshotRoot": action, "afterSnapshotRoot": action}}}
+
+
+def render_pauser_script(
+    host_identity: str,
+    sources: Sequence[BackupSource],
+    *,
+    pause_dir: str = PAUSE_DIR,
+    sources_dir: str = PAUSER_SOURCES_DIR,
+    socket: str = DOCKER_SOCKET,
+) -> str:
+    """The pauser's entrypoint (POSIX sh with curl: it runs from the Kopia image). The directories and the socket
+    are where its container mounts them; the tests point them at temp dirs and a fake engine."""
+    lines = []
+    for i, source in paused_sources(sources):
+        assert source.pause is not None
+        lines.append(f"{i} {source.pause.max_seconds} {sources_dir}/{i} {' '.join(source.pause.containers)}")
+    replacements = {
+        "@IDENTITY@": host_identity,
+        "@PAUSE_DIR@": pause_dir,
+        "@SOCKET@": socket,
+        "@PAUSES@": "\n".join(lines),
+        "@STATUS_NAME@": PAUSE_STATUS_NAME,
+        "@STATUS_FUNCTIONS@": status_functions(),
+    }
+    containers = [c for _, source in paused_sources(sources) if source.pause for c in source.pause.containers]
+    unquoted = (host_identity, pause_dir, sources_dir, socket, *containers)
+    return fill_template(PAUSER_TEMPLATE, replacements, unquoted=unquoted)
 
 
 # ---------------------------------------------------------------- labels

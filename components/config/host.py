@@ -348,6 +348,50 @@ class Dump(Model):
         return {"postgres": f"{self.name}.sql", "sqlite": f"{self.name}.sqlite", "minio": self.name}[self.kind]
 
 
+def dump_container_name(kopia_container_name: str, dump_name: str) -> str:
+    """A dump's container on the host: `<kopia.containerName>-dump-<name>`."""
+    return f"{kopia_container_name}-dump-{dump_name}"
+
+
+def pauser_container_name(kopia_container_name: str) -> str:
+    """The host's pauser, the one container with the Docker socket: `<kopia.containerName>-pauser`."""
+    return f"{kopia_container_name}-pauser"
+
+
+#: The name a source's pause reports under: its status line is `.dumps/pause.status`, so no dump may take it.
+PAUSE_STATUS_NAME = "pause"
+#: Docker's own rule for container names.
+_CONTAINER_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$"
+
+
+def _unique_containers(value: list[str]) -> list[str]:
+    if len(set(value)) != len(value):
+        raise ValueError("names a container twice")
+    return value
+
+
+class Pause(Model):
+    """Containers frozen (`docker pause`) for the length of each snapshot of this source and resumed after it, also
+    when the snapshot fails: a consistent copy of an app that has no dump. Kopia's snapshot actions ask a pauser
+    container, which alone holds the Docker socket (docs/decisions.md, "Live data")."""
+
+    containers: Annotated[list[Annotated[str, Field(pattern=_CONTAINER_NAME)]], AfterValidator(_unique_containers)] = (
+        Field(
+            min_length=1,
+            description="the app's containers on this host, paused together before the snapshot and resumed after it",
+            examples=[["paperless", "paperless-redis"]],
+        )
+    )
+    max_seconds: int = Field(
+        default=1800,
+        alias="maxSeconds",
+        ge=30,
+        le=86400,
+        description="the longest the containers stay paused: a pause that outlives it (a snapshot that takes longer,"
+        " a Kopia stopped mid-snapshot) is ended by the pauser and reported as a failure of the source",
+    )
+
+
 class BackupSource(Model):
     host_path: AbsolutePath = Field(alias="hostPath", description="directory on the host", examples=["/opt/data"])
     path: AbsolutePath = Field(
@@ -358,6 +402,11 @@ class BackupSource(Model):
         default_factory=list,
         description="live databases and object stores in this source, each dumped through its own client into"
         ' <hostPath>/.dumps before every snapshot (docs/operations.md, "Databases" and "MinIO")',
+    )
+    pause: Pause | None = Field(
+        default=None,
+        description="containers paused for the length of each snapshot of this source, for an app without a dump"
+        ' (docs/operations.md, "Apps without a dump")',
     )
 
 

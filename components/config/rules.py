@@ -8,7 +8,7 @@ import json
 
 from components.config.drivers import CREDENTIAL_FIELD, KNOWN_DRIVER_FIELDS, json_type_name
 from components.config.fields import is_within
-from components.config.host import DUMPS_DIR
+from components.config.host import DUMPS_DIR, PAUSE_STATUS_NAME, dump_container_name, pauser_container_name
 from components.config.problems import PROJECT, Problem
 from components.config.stack import StackConfig, identity
 
@@ -82,6 +82,7 @@ def consistency_problems(config: StackConfig, stack: str | None) -> list[Problem
         *_openlist_fields_fit_the_driver(config),
         *_openlist_gateway_is_configured_not_deployed(config),
         *_dumps_fit_their_sources(config),
+        *_pauses_leave_the_backup_running(config),
     ]
 
 
@@ -509,4 +510,52 @@ def _dumps_fit_their_sources(config: StackConfig) -> list[Problem]:
                     )
                 elif is_within(file, dumps_dir):
                     problems.append((f"{key}.sqlite.file", f"{file} is in {dumps_dir}, where the dumps are written"))
+    return problems
+
+
+def _pauses_leave_the_backup_running(config: StackConfig) -> list[Problem]:
+    """A pause freezes only the apps: never the containers that take the snapshot (Kopia, the OpenList it writes
+    through, a dump, the pauser itself: a frozen one would hang the snapshot it waits for), never a container two
+    sources pause (one snapshot's resume would thaw it in the middle of the other's), and no dump takes the
+    name the pause reports under."""
+    problems: list[Problem] = []
+    kopia = config.kopia.container_name
+    backup = {
+        kopia: "the Kopia container",
+        pauser_container_name(kopia): "the pauser itself",
+        **{
+            dump_container_name(kopia, d.name): f"dump {d.name}'s container"
+            for s in config.kopia.sources
+            for d in s.dumps
+        },
+    }
+    if config.deploys_openlist:
+        assert config.openlist is not None
+        backup[config.openlist.container_name] = "the OpenList gateway Kopia writes through"
+    paused_by: dict[str, str] = {}
+    for i, source in enumerate(config.kopia.sources):
+        for j, dump in enumerate(source.dumps):
+            if dump.name == PAUSE_STATUS_NAME:
+                problems.append(
+                    (
+                        f"{PROJECT}:kopia.sources[{i}].dumps[{j}].name",
+                        f"{PAUSE_STATUS_NAME!r} is reserved: a source's pause reports as"
+                        f" .dumps/{PAUSE_STATUS_NAME}.status; give the dump another name",
+                    )
+                )
+        if source.pause is None:
+            continue
+        for k, name in enumerate(source.pause.containers):
+            key = f"{PROJECT}:kopia.sources[{i}].pause.containers[{k}]"
+            if name in backup:
+                problems.append((key, f"{name!r} is {backup[name]}: pausing it would stop the backup itself"))
+            elif name in paused_by:
+                problems.append(
+                    (
+                        key,
+                        f"{name!r} is also paused by {paused_by[name]}: one snapshot's resume would unpause it during"
+                        " the other's; pause each container for one source",
+                    )
+                )
+            paused_by.setdefault(name, f"kopia.sources[{i}].pause")
     return problems

@@ -23,18 +23,7 @@ go_zero=62135596800
 @PRELUDE@
 log() { echo "homelab-dump @NAME@: $*" >&2; }
 
-# The status line, replaced whole; readable by all (it holds no secret) so scripts/status reads it over SSH.
-write_status() {
-    tmp_status=$(mktemp "$dir/.@NAME@.status.XXXXXX") || { log "cannot write $status"; return 1; }
-    printf '%s %s %s\n' "$1" "$(date +%s)" "$2" > "$tmp_status" && chmod 644 "$tmp_status" &&
-        mv -f "$tmp_status" "$status"
-}
-
-failed() {
-    [ -p "$marker" ] || { rm -f "$marker" && mkfifo -m 600 "$marker"; } || log "cannot make $marker"
-    write_status failed "$1"
-    log "failed: $1"
-}
+@STATUS_FUNCTIONS@
 
 # One dump. $1: the time of the snapshot it is for (0: none, the dump at start); finishing after it is a failure.
 dump_once() {
@@ -50,8 +39,7 @@ dump_once() {
         if [ "$1" -gt 0 ] && [ "$finished" -ge "$1" ]; then
             failed "late: it finished $((finished - $1))s after the snapshot due at $1 began (it took $((finished - started))s; leadSeconds is $lead): that snapshot may hold the previous dump"
         else
-            rm -f "$marker"
-            write_status ok "started $started, took $((finished - started))s, @SIZE@, for the snapshot due at $1"
+            succeeded "started $started, took $((finished - started))s, @SIZE@, for the snapshot due at $1"
         fi
     else
         code=$?

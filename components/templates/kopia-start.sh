@@ -14,6 +14,8 @@ IS_OWNER=@IS_OWNER@
 # no host creates a repository: a gateway that answers "empty" (189 login expired, storage pointed at
 # another folder, a listing glitch) must not get a new kopia.repository over the old one.
 CREATE_REQUESTED=@CREATE_REQUESTED@
+# A source pauses containers (kopia.sources[].pause): Kopia's snapshot actions must run (below).
+ACTIONS_REQUIRED=@ACTIONS_REQUIRED@
 CREATE_REMINDER=@CREATE_REMINDER@
 SEEN_MARKER=@STATE_DIR@/repository-seen
 PREVIOUS_PASSWORD=$DEPLOY/@PREVIOUS_PASSWORD_ENV@
@@ -32,7 +34,7 @@ done
 . "$DEPLOY/@SECRETS_ENV@" || die "cannot read $DEPLOY/@SECRETS_ENV@"
 
 set -- --override-hostname=@HOSTNAME@ --override-username=@USERNAME@ \
-    --no-check-for-updates --no-persist-credentials --cache-directory=@CACHE_DIR@ @CACHE_FLAGS@
+    --no-check-for-updates --no-persist-credentials --cache-directory=@CACHE_DIR@ @CACHE_FLAGS@ @ACTIONS_FLAG@
 
 # The repository has ONE password, kept in its format blob; `kopia repository change-password` on one connected
 # client rewrites it. That client is the maintenance owner, and only while its stack declares the password the
@@ -123,6 +125,15 @@ while :; do
     log "created the repository. $CREATE_REMINDER"
     break
 done
+# A source that pauses containers needs Kopia's snapshot actions, which Kopia runs only for a client connected with
+# --enable-actions (stored as enableActions in its config); otherwise it logs one line and snapshots the live files
+# (snapshot/upload/upload_actions.go @ v0.22.3). So refuse to serve without it, rather than back up a running app.
+if [ "$ACTIONS_REQUIRED" = yes ]; then
+    grep -q '"enableActions": *true' "$KOPIA_CONFIG_PATH" 2>/dev/null ||
+        die "kopia.sources declares a pause, but Kopia's config does not enable snapshot actions after connecting" \
+            "with --enable-actions: without them Kopia would snapshot the running app; check this Kopia version"
+    log "snapshot actions enabled: the pauses of kopia.sources run before and after each snapshot"
+fi
 date -u +%Y-%m-%dT%H:%M:%SZ > "$SEEN_MARKER" || die "cannot write $SEEN_MARKER: is @STATE_DIR@ a writable volume?"
 # When this host first served: restarts do not move it, so a drill that never ran is noticed.
 [ -e @STATE_DIR@/first-start ] || write_result @STATE_DIR@/first-start "$(date +%s)"

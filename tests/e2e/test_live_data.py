@@ -28,8 +28,7 @@ from pathlib import Path
 import pytest
 
 from components import render
-from components.config import DUMPS_DIR
-from components.dumps import dump_container_name
+from components.config import DUMPS_DIR, dump_container_name
 from testbed import infra, runbook
 from testbed.mocks import stack_config
 from testbed.postgres import docker, psql, start_database

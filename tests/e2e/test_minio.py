@@ -26,8 +26,7 @@ from pathlib import Path
 import pytest
 
 from components import render
-from components.config import DUMPS_DIR
-from components.dumps import dump_container_name
+from components.config import DUMPS_DIR, dump_container_name
 from testbed import infra
 from testbed.mocks import stack_config
 from testbed.system import BASE, KOPIA, NETWORK, SOURCES, System, say, wait_for
