@@ -108,9 +108,18 @@ each_source() { # $1: the function to run once per source, with key, max, status
 
 start() {
     status=$status_dir/@STATUS_NAME@.status marker=$status_dir/@STATUS_NAME@.failed
-    rm -f "$dir/$key.request" "$dir/$key.since"
+    rm -f "$dir/$key.since"
+    # A request Kopia is still waiting for is served; an older one (this container was down) is not: nobody waits.
+    find "$dir" -maxdepth 1 -name "$key.request" -mmin +1 -exec rm -f {} +
     unpause_all || failed "at start: cannot unpause$reason the app stays frozen: unpause it by hand (docker unpause)"
 }
+
+# Stopped (a deploy replaces or removes this container): nothing it froze stays frozen behind it.
+stop() {
+    rm -f "$dir/$key.since"
+    unpause_all || log "at stop: cannot unpause$reason"
+}
+trap 'each_source stop; exit 0' TERM INT
 
 until ping=$(curl -sS --max-time 10 --unix-socket @SOCKET@ http://docker/_ping 2>&1) && [ "$ping" = OK ]; do
     log "cannot reach the Docker socket @SOCKET@ (${ping:-no answer}); next try in 10s"
