@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from components import openlist as openlist_component
 from components import render
 from components.config import ConfigError, load_namespace, secret_references
@@ -265,6 +267,15 @@ class System:
             else:
                 self.deployments[stack] = Deployment(f"e2e-{stack}", self.ssh_host)
         say(f"tier: {self.tier} ({self.tier_description})")
+
+    def engine_deployment(self, stack: str) -> engine.EngineDeployment:
+        """The stack's deployment, for a test that runs only on the engine tier (state, refresh, preview): skipped
+        on the adapter tier, saying why."""
+        if self.tier != "engine":
+            pytest.skip(f"engine tier only (this run: {self.tier}; {engine.unavailable_reason()})")
+        deployment = self.deployments[stack]
+        assert isinstance(deployment, engine.EngineDeployment)
+        return deployment
 
     @property
     def tier_description(self) -> str:

@@ -1,7 +1,8 @@
-# The verdict on each database dump of a host (components/templates/dump-loop.sh writes their status lines). Part of
-# the Kopia container's health check, and run by `scripts/status` over SSH against the host's copies of the
-# files: one home for the rule. Prints one "<source>: dump <name> ..." line per problem and exits 1 then;
-# prints nothing and exits 0 when every dump is fresh. Rendered from components/templates/dump-verdict.sh.
+# The verdict on each database dump and pause of a host (components/templates/dump-loop.sh and pauser.sh write their
+# status lines). Part of the Kopia container's health check, and run by `scripts/status` over SSH against the host's
+# copies of the files: one home for the rule. Prints one "<source>: dump <name> ..." (or "pause <containers> ...")
+# line per problem and exits 1 then; prints nothing and exits 0 when every one is fresh. Rendered from
+# components/templates/dump-verdict.sh.
 now=$(date +%s)
 started=$(cat @STATE_DIR@/first-start 2>/dev/null || echo "$now")
 dumps_bad=0

@@ -28,10 +28,15 @@ ask "$request" || {
 }
 waited=0
 while [ "$waited" -lt @ANSWER_SECONDS@ ]; do
-    if read -r answer answered reason < "@PAUSE_DIR@/$key.answer" 2>/dev/null && [ "$answered" = "$id" ]; then
-        [ "$answer" != "$expected" ] || exit 0
-        echo "homelab-pause: $request of $containers for $KOPIA_SOURCE_PATH failed: $reason" >&2
-        exit 1
+    # The before and after actions of one snapshot share its id: the after action waits past the "paused" answer.
+    if read -r answer answered reason 2> /dev/null < "@PAUSE_DIR@/$key.answer" && [ "$answered" = "$id" ]; then
+        case "$answer" in
+        "$expected") exit 0 ;;
+        failed)
+            echo "homelab-pause: $request of $containers for $KOPIA_SOURCE_PATH failed: $reason" >&2
+            exit 1
+            ;;
+        esac
     fi
     sleep 1
     waited=$((waited + 1))

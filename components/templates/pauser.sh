@@ -35,8 +35,10 @@ docker_call() { # $1: pause|unpause, $2: the container; sets $reason when it fai
 }
 
 reply() { # $1: paused|resumed|failed, $2: the request's id, $3: why it failed
-    tmp_answer=$(mktemp "$dir/.answer.XXXXXX") && printf '%s %s %s\n' "$1" "$2" "$3" > "$tmp_answer" &&
-        mv -f "$tmp_answer" "$dir/$key.answer" || log "cannot answer in $dir/$key.answer"
+    if ! { tmp_answer=$(mktemp "$dir/.answer.XXXXXX") && printf '%s %s %s\n' "$1" "$2" "$3" > "$tmp_answer" &&
+        mv -f "$tmp_answer" "$dir/$key.answer"; }; then
+        log "cannot answer in $dir/$key.answer"
+    fi
 }
 
 unpause_all() { # sets $reason to every container that could not be unpaused
@@ -103,7 +105,9 @@ serve() { # one source: its request, if any, then its pause's limit
 }
 
 each_source() { # $1: the function to run once per source, with key, max, status_dir and containers set
-    printf '%s\n' "$PAUSES" | while read -r key max status_dir containers; do "$1"; done
+    while read -r key max status_dir containers; do "$1"; done << PAUSES
+$PAUSES
+PAUSES
 }
 
 start() {

@@ -161,6 +161,36 @@ def test_kopia_runs_the_actions_and_the_pauser_alone_holds_the_socket(app: App):
     assert all(m["Destination"] != render.DOCKER_SOCKET for m in system.inspect(kopia)["Mounts"])
 
 
+def test_engine_preview_shows_a_pause_and_refuses_a_container_the_host_does_not_run(app: App):
+    """`pulumi preview` of a second pause (the control writer, on the minio source): the pauser's labels say what it
+    will pause. A pause of a container the host does not run stops the preview with one message naming the key."""
+    system = app.system
+    deployment = system.engine_deployment("sakamoto")
+    kopia = stack_config("e2e-sakamoto")["homelab-backup:kopia"]
+
+    def with_sources(control_pause: list[str]) -> dict:
+        sources = [
+            {**s, "pause": {"containers": control_pause}} if s["path"] == UNPAUSED else s for s in sources_with_pause()
+        ]
+        return system.overrides("sakamoto", **{"homelab-backup:kopia": {**kopia, "sources": sources}})
+
+    try:
+        preview = deployment.preview(with_sources([CONTROL]), system.secrets, diff=True)
+        text = preview.stdout
+        assert "homelab:index:ContainerPauser" in text, text
+        assert f"{UNPAUSED}: {CONTROL}" in text, text  # the new label: what the pauser may pause
+        missing = f"{infra.NAME_PREFIX}no-such-app"
+        with pytest.raises(infra.E2EError) as refused:
+            deployment.preview(with_sources([missing]), system.secrets)
+        message = str(refused.value)
+        index = next(i for i, s in enumerate(kopia["sources"]) if s["path"] == UNPAUSED)
+        assert f"homelab-backup:kopia.sources[{index}].pause.containers[0]" in message, message
+        assert f"no container {missing!r} on host sakamoto" in message, message
+        assert "Traceback" not in message
+    finally:
+        app.up_sakamoto()  # the config as it was (nothing was applied: previews only)
+
+
 def test_the_app_stands_still_while_kopia_reads_its_source_and_runs_after_it(app: App, tmp_path: Path):
     system = app.system
     assert system.oracle is not None

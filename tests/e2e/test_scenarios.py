@@ -324,12 +324,12 @@ def control(system: System, stack: str, *args: str) -> None:
 
 
 def run_status(system: System, *args: str) -> subprocess.CompletedProcess:
-    engine_of(system, "vps")  # skips on the adapter tier, saying why
+    system.engine_deployment("vps")  # skips on the adapter tier, saying why
     return system.run_status(*args)
 
 
 def test_status_shows_every_source_of_every_host_from_the_operators_machine(system: System):
-    engine_of(system, "vps")  # skips on the adapter tier, saying why
+    system.engine_deployment("vps")  # skips on the adapter tier, saying why
     for stack in ("vps", "sakamoto"):
         system.wait_healthy(KOPIA[stack])
         wait_for(f"a restore drill on {stack}", lambda s=stack: drill_result(s).startswith("ok "), 180, interval=5)
@@ -528,18 +528,12 @@ def _policy(system: System) -> dict:
 # These run only on the engine tier: the adapter has no state, refresh or preview to test.
 
 
-def engine_of(system: System, stack: str) -> engine.EngineDeployment:
-    if system.tier != "engine":
-        pytest.skip(f"engine tier only (this run: {system.tier}; {engine.unavailable_reason()})")
-    return system.deployments[stack]
-
-
 def config_file(stack: str, name: str) -> Path:
     return CONFIG_DIR[stack] / name
 
 
 def test_engine_refresh_sees_no_drift_after_a_clean_deploy_nor_while_a_host_waits(system: System):
-    engine_of(system, "vps")
+    system.engine_deployment("vps")
     assert system.drift_while_waiting == "", (
         f"drift while e2e-vps waited for the repository: {system.drift_while_waiting}"
     )
@@ -550,7 +544,7 @@ def test_engine_refresh_sees_no_drift_after_a_clean_deploy_nor_while_a_host_wait
 
 
 def test_engine_config_file_deleted_or_edited_on_the_host_is_seen_and_repaired_by_up(system: System):
-    deployment = engine_of(system, "vps")
+    deployment = system.engine_deployment("vps")
     policy, cert = config_file("vps", render.POLICY_JSON), config_file("vps", render.TLS_CERT)
     expected = {policy: policy.read_bytes(), cert: cert.read_bytes()}
     container_before = system.inspect(KOPIA["vps"])["Id"]
@@ -569,7 +563,7 @@ def test_engine_config_file_deleted_or_edited_on_the_host_is_seen_and_repaired_b
 
 
 def test_engine_replacing_a_file_resource_keeps_the_file(system: System):
-    deployment = engine_of(system, "sakamoto")
+    deployment = system.engine_deployment("sakamoto")
     path = config_file("sakamoto", render.SECRETS_ENV)
     content = path.read_bytes()
     urn = deployment.urn("homelab:RemoteFile", "kopia-config-secrets-env")
@@ -582,7 +576,7 @@ def test_engine_replacing_a_file_resource_keeps_the_file(system: System):
 
 @pytest.mark.parametrize("how", ["removed", "stopped"])
 def test_engine_container_removed_or_stopped_by_hand_is_seen_and_restored_by_up(system: System, how: str):
-    deployment = engine_of(system, "sakamoto")
+    deployment = system.engine_deployment("sakamoto")
     container = KOPIA["sakamoto"]
     system.docker("rm" if how == "removed" else "stop", *(["-f"] if how == "removed" else []), container)
     with pytest.raises(infra.E2EError) as drift:
@@ -594,7 +588,7 @@ def test_engine_container_removed_or_stopped_by_hand_is_seen_and_restored_by_up(
 
 
 def test_engine_policy_change_preview_shows_which_values_and_labels_change(system: System):
-    deployment = engine_of(system, "vps")
+    deployment = system.engine_deployment("vps")
     policy = {**_policy(system), "retention": {"keepHourly": 6, "keepDaily": 7}}
     overrides = system.overrides("vps", **{"homelab-backup:policy": policy})
     try:
@@ -627,7 +621,7 @@ def _what_is_deployed(system: System, deployment: engine.EngineDeployment) -> di
 def test_engine_bad_input_stops_up_before_any_resource_with_one_message(system: System):
     """`pulumi up` (the Automation API skips the preview): bad config, then a secret stored in plain text.
     Each stops the run with one message naming every problem's key, no traceback, and nothing changes."""
-    deployment = engine_of(system, "vps")
+    deployment = system.engine_deployment("vps")
     before = _what_is_deployed(system, deployment)
     host = system.overrides("vps")["homelab-backup:host"]
     unknown = "homelab-backup:kopiaa"  # a misspelled top-level key
@@ -659,7 +653,7 @@ def test_engine_bad_input_stops_up_before_any_resource_with_one_message(system: 
 
 def test_engine_state_holds_no_secret_in_plain_text(system: System):
     for stack in ("vps", "sakamoto"):
-        state = engine_of(system, stack).state_at_rest()
+        state = system.engine_deployment(stack).state_at_rest()
         for secret in system.secret_values:
             assert secret not in state, f"a secret of e2e-{stack} is in plain text in the state"
         assert '"ciphertext"' in state, "secrets are kept, encrypted"
@@ -714,7 +708,7 @@ def test_a_second_up_changes_nothing_and_restarts_no_openlist(system: System):
 
 
 def test_engine_storage_edited_in_the_ui_is_seen_on_refresh_and_put_back_by_up(system: System):
-    deployment = engine_of(system, "vps")
+    deployment = system.engine_deployment("vps")
     admin = system.openlist_admin()
     storage = _storage(admin)
     edited = {k: v for k, v in storage.items() if k != "mount_details"}
