@@ -64,6 +64,8 @@ class ContainerPauser(pulumi.ComponentResource):
             envs=[f"TZ={args.host.timezone}"],
             labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(labels.items())],
             entrypoints=["/bin/sh", "-c", render.render_pauser_script(args.identity, args.kopia.sources), "pauser"],
+            # Stopped with SIGTERM, not killed, when a deploy replaces or removes it: it unpauses on its way out.
+            destroy_grace_seconds=10,
             opts=child,
         )
         self.container_name = container.name
