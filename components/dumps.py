@@ -49,11 +49,15 @@ def inspect_containers(ssh: Sequence[str], names: Sequence[str]) -> dict[str, Ru
     `docker inspect`: a read, so a preview may do it before any resource. RemoteError when SSH fails."""
     if not names:
         return {}
-    script = "; ".join(f"{_INSPECT} {shlex.quote(name)} 2>/dev/null || echo -" for name in names)
+    # One line per name, whatever docker prints: for a missing container it prints an empty line (and exits 1).
+    script = "; ".join(
+        f"if found=$({_INSPECT} {shlex.quote(name)} 2>/dev/null); then echo \"$found\"; else echo -; fi"
+        for name in names
+    )
     lines = run_on_host(ssh, script, "looking up the database containers").splitlines()
     found: dict[str, RunningContainer | None] = {}
     for name, line in zip(names, [*lines, *["-"] * len(names)], strict=False):
-        image, *networks = line.split()
+        image, *networks = line.split() or ["-"]
         found[name] = None if image == "-" else RunningContainer(image, tuple(sorted(networks)))
     return found
 

@@ -9,6 +9,7 @@ import os
 import signal
 import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,14 +48,29 @@ POSTGRES = {
 SQLITE = {"name": "vault", "sqlite": {"file": f"{COMPOSE}/vault/db.sqlite3", "image": "keinos/sqlite3:3.47.2"}}
 
 
-def fake_host(monkeypatch, containers: dict[str, str]) -> list[str]:
-    """`docker inspect` on the host, as `dumps.inspect_containers` runs it: name -> its answer line."""
+# `docker inspect --type container --format ... <name>` as the Docker CLI answers it (28.2 and 20.10 alike): the
+# formatted line for a container it finds; for one it does not, an EMPTY line on stdout, the error on stderr, exit 1.
+FAKE_DOCKER = """#!/bin/sh
+for name; do :; done
+line=$(sed -n "s/^$name=//p" "$FAKE_CONTAINERS")
+if [ -z "$line" ]; then echo; echo "Error response from daemon: No such container: $name" >&2; exit 1; fi
+echo "$line"
+"""
+
+
+def fake_host(monkeypatch, containers: dict[str, str], tmp_dir: Path | None = None) -> list[str]:
+    """The host of `dumps.inspect_containers`: its script runs under sh here, against a stand-in `docker` that answers
+    `docker inspect` as the real CLI does (FAKE_DOCKER); `containers`: name -> the formatted line."""
     asked: list[str] = []
+    bin_dir = Path(tempfile.mkdtemp(prefix="fake-docker-", dir=tmp_dir))
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    (bin_dir / "containers").write_text("".join(f"{name}={line}\n" for name, line in containers.items()))
 
     def run_on_host(_ssh, script, _what, stdin=None):
         asked.append(script)
-        names = [part.split("' ", 1)[1].split(" 2>")[0] for part in script.split("; ")]
-        return "".join(f"{containers.get(name, '-')}\n" for name in names)
+        env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_CONTAINERS": str(bin_dir / "containers")}
+        return subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, check=True).stdout
 
     monkeypatch.setattr(dumps, "run_on_host", run_on_host)
     return asked
@@ -414,3 +430,16 @@ def test_the_dump_script_and_a_health_check_with_dumps_are_posix_sh_and_pass_she
         render.render_healthcheck(params),
     )
     assert_posix_sh_and_shellcheck_clean(scripts)
+
+
+def test_containers_found_and_missing_are_told_apart_whatever_order_they_are_asked_in(monkeypatch):
+    """Docker prints an empty line for a container it does not find: each name still gets its own answer (a missing
+    one used to shift the answers of the names after it, and an empty line stopped the program with a traceback)."""
+    fake_host(monkeypatch, {"db": "postgres:16 net-a", "minio": "minio/minio:x net-b net-c"})
+    found = dumps.inspect_containers(["ssh"], ["gone", "db", "also-gone", "minio"])
+    assert found == {
+        "gone": None,
+        "db": dumps.RunningContainer("postgres:16", ("net-a",)),
+        "also-gone": None,
+        "minio": dumps.RunningContainer("minio/minio:x", ("net-b", "net-c")),
+    }
