@@ -13,7 +13,8 @@ socket, the real engine's pause and unpause):
   writes it, and then no resume follows: a stand-in for a Kopia stopped mid-snapshot (it runs no after action);
 - a snapshot that Kopia reports as failed after the pause was made still resumes the app (its after action);
 - a pause that cannot be made (the app's container is gone) fails the snapshot: the source turns unhealthy with
-  the reason, and Kopia's notification profiles alert the suite's receiver.
+  the reason (`scripts/status` shows it on the engine tier), the heartbeat stops, and Kopia's notification
+  profiles alert the suite's receiver.
 """
 
 from __future__ import annotations
@@ -297,14 +298,30 @@ def test_a_pause_that_cannot_be_made_fails_the_snapshot_and_alerts(app: App):
         outcome, _, details = fresh_pause_status(since)
         assert outcome == "failed" and "No such container" in details, details
         system.wait_health(container, "unhealthy", 90)
-        verdict = system.health_output(container)
-        assert f"{SOURCE}: pause {LEDGER} failed at" in verdict, verdict
+
+        def pause_in_health() -> str | None:
+            verdict = system.health_output(container)
+            return verdict if f"{SOURCE}: pause {LEDGER} failed at" in verdict else None
+
+        try:  # the check runs every 10 s: the one that made the container unhealthy may predate the failed pause
+            verdict = wait_for("the health check to name the failed pause", pause_in_health, 60, interval=2)
+        except infra.E2EError as error:
+            history = [entry.get("Output", "") for entry in system.inspect(container)["State"]["Health"]["Log"]]
+            raise AssertionError(f"{error}; health log: {history}; {PAUSE_STATUS.read_text()!r}") from None
+        say(f"health: {verdict.splitlines()[0][:200]}")
 
         def alerted() -> list:
             return [a for a in system.receiver.alerts_since(since) if COMPOSE in a.body]
 
         (alert, *_) = wait_for("a webhook alert naming the compose source", alerted, 180, interval=3)
         say(f"alert {alert.at - since:.0f}s after the app went: {alert.headers.get('Subject')!r}")
+        if system.tier == "engine":  # scripts/status reads the stacks from Pulumi
+            shown = system.run_status().stdout
+            assert f"pause {LEDGER} failed at" in shown, shown
+        time.sleep(15)  # a ping already on its way may land
+        quiet = time.time()
+        time.sleep(30)
+        assert system.receiver.pings_since(quiet) == 0, "no heartbeat while the pause fails"
     finally:
         docker("rm", "-f", LEDGER, check=False)
         app.ledger.start()
