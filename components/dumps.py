@@ -51,8 +51,7 @@ def inspect_containers(ssh: Sequence[str], names: Sequence[str]) -> dict[str, Ru
         return {}
     # One line per name, whatever docker prints: for a missing container it prints an empty line (and exits 1).
     script = "; ".join(
-        f"if found=$({_INSPECT} {shlex.quote(name)} 2>/dev/null); then echo \"$found\"; else echo -; fi"
-        for name in names
+        f'if found=$({_INSPECT} {shlex.quote(name)} 2>/dev/null); then echo "$found"; else echo -; fi' for name in names
     )
     lines = run_on_host(ssh, script, "looking up the database containers").splitlines()
     found: dict[str, RunningContainer | None] = {}
