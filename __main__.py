@@ -159,7 +159,8 @@ else:
 
 # The pauser, when a source pauses containers: up before Kopia, whose first snapshots after a start ask it at once.
 pauser = None
-if render.paused_sources(config.kopia.sources):
+paused_sources = render.paused_sources(config.kopia.sources)
+if paused_sources:
     pauser = ContainerPauser(
         "pauser",
         ContainerPauserArgs(
@@ -250,9 +251,8 @@ if pauser is not None:  # what each source pauses for its snapshots, and for how
     pulumi.export(
         "paused_containers",
         {
-            s.path: f"{', '.join(s.pause.containers)}, paused for each snapshot, {s.pause.max_seconds}s at most"
-            for s in config.kopia.sources
-            if s.pause is not None
+            s.path: f"{', '.join(pause.containers)}, paused for each snapshot, {pause.max_seconds}s at most"
+            for _, s, pause in paused_sources
         },
     )
 if openlist is not None:

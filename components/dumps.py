@@ -86,16 +86,20 @@ def container_problems(config: StackConfig, running: Mapping[str, RunningContain
     """A PostgreSQL or MinIO dump whose container is not on the host, or whose network cannot be told, and a
     paused container that is not on the host: refused before any resource, naming the key, like any other bad
     config."""
+
+    def not_on_host(key: str, name: str, start: str) -> Problem:
+        return (
+            key,
+            f"no container {name!r} on host {config.host.name} (docker inspect finds none): start {start}, or"
+            " correct the name",
+        )
+
     problems: list[Problem] = []
     for i, source in enumerate(config.kopia.sources):
         for k, name in enumerate(source.pause.containers if source.pause else []):
             if running.get(name) is None:
                 problems.append(
-                    (
-                        f"{PROJECT}:kopia.sources[{i}].pause.containers[{k}]",
-                        f"no container {name!r} on host {config.host.name} (docker inspect finds none): start the app"
-                        " first, or correct the name",
-                    )
+                    not_on_host(f"{PROJECT}:kopia.sources[{i}].pause.containers[{k}]", name, "the app first")
                 )
         for j, dump in enumerate(source.dumps):
             served = served_part(dump)
@@ -105,13 +109,7 @@ def container_problems(config: StackConfig, running: Mapping[str, RunningContain
             name, found = served.container, running.get(served.container)
             if found is None:
                 start = "the database first (its image is what the dump runs)" if dump.postgres else "MinIO first"
-                problems.append(
-                    (
-                        f"{key}.container",
-                        f"no container {name!r} on host {config.host.name} (docker inspect finds none): start"
-                        f" {start}, or correct the name",
-                    )
-                )
+                problems.append(not_on_host(f"{key}.container", name, start))
             elif served.network is not None and served.network not in found.networks:
                 problems.append(
                     (

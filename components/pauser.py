@@ -44,14 +44,12 @@ class ContainerPauser(pulumi.ComponentResource):
                 docker.ContainerVolumeArgs(
                     host_path=f"{source.host_path}/{DUMPS_DIR}", container_path=f"{render.PAUSER_SOURCES_DIR}/{i}"
                 )
-                for i, source in paused
+                for i, source, _ in paused
             ),
         ]
         # What it may pause, for each source: visible in `pulumi preview` and `docker inspect`.
         labels = {
-            f"homelab-backup.pauses.{i}": f"{source.path}: {', '.join(source.pause.containers)}"
-            for i, source in paused
-            if source.pause is not None
+            f"homelab-backup.pauses.{i}": f"{source.path}: {', '.join(pause.containers)}" for i, source, pause in paused
         }
         image = docker.RemoteImage(f"{name}-image", name=args.image, keep_locally=True, opts=child)
         container = docker.Container(

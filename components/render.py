@@ -30,6 +30,7 @@ from components.config import (
     Dump,
     MinioDump,
     NotificationProfile,
+    Pause,
     Policy,
     Repository,
     Schedule,
@@ -424,7 +425,7 @@ def start_script_params(config: StackConfig) -> StartScriptParams:
         create_repository=config.kopia.create_repository,
         stack=config.host.stack,
         dumps=dump_checks(config, on_host=False),
-        enable_actions=any(source.pause for source in config.kopia.sources),
+        enable_actions=bool(paused_sources(config.kopia.sources)),
     )
 
 
@@ -814,10 +815,10 @@ PAUSE_ANSWER_SECONDS = 60
 PAUSE_ACTION_TIMEOUT_SECONDS = 90
 
 
-def paused_sources(sources: Sequence[BackupSource]) -> list[tuple[int, BackupSource]]:
-    """(index in kopia.sources, source) of each source that declares a pause: the index is its key in the
-    requests, the answers and the pauser's mounts."""
-    return [(i, source) for i, source in enumerate(sources) if source.pause is not None]
+def paused_sources(sources: Sequence[BackupSource]) -> list[tuple[int, BackupSource, Pause]]:
+    """(index in kopia.sources, source, its pause) of each source that declares a pause: the index is its key in
+    the requests, the answers and the pauser's mounts."""
+    return [(i, source, source.pause) for i, source in enumerate(sources) if source.pause is not None]
 
 
 def render_pause_action(
@@ -826,9 +827,8 @@ def render_pause_action(
     """Kopia's before- and after-snapshot-root action (one script, told apart by $KOPIA_ACTION): it asks the
     pauser to pause or resume the source's containers and waits for its answer."""
     cases = []
-    for i, source in paused_sources(sources):
-        assert source.pause is not None
-        containers = " ".join(source.pause.containers)
+    for i, source, pause in paused_sources(sources):
+        containers = " ".join(pause.containers)
         cases.append(f"{shell_quote(source.path)}) key={i} containers={shell_quote(containers)} ;;")
     replacements = {
         "@IDENTITY@": host_identity,
@@ -862,10 +862,8 @@ def render_pauser_script(
 ) -> str:
     """The pauser's entrypoint (POSIX sh with curl: it runs from the Kopia image). The directories and the socket
     are where its container mounts them; the tests point them at temp dirs and a fake engine."""
-    lines = []
-    for i, source in paused_sources(sources):
-        assert source.pause is not None
-        lines.append(f"{i} {source.pause.max_seconds} {sources_dir}/{i} {' '.join(source.pause.containers)}")
+    paused = paused_sources(sources)
+    lines = [f"{i} {pause.max_seconds} {sources_dir}/{i} {' '.join(pause.containers)}" for i, _, pause in paused]
     replacements = {
         "@IDENTITY@": host_identity,
         "@PAUSE_DIR@": pause_dir,
@@ -874,7 +872,7 @@ def render_pauser_script(
         "@STATUS_NAME@": PAUSE_STATUS_NAME,
         "@STATUS_FUNCTIONS@": status_functions(),
     }
-    containers = [c for _, source in paused_sources(sources) if source.pause for c in source.pause.containers]
+    containers = [name for _, _, pause in paused for name in pause.containers]
     unquoted = (host_identity, pause_dir, sources_dir, socket, *containers)
     return fill_template(PAUSER_TEMPLATE, replacements, unquoted=unquoted)
 

@@ -516,6 +516,14 @@ class System:
 
         wait_for("a new snapshot of every source of both hosts", done, timeout, interval=10)
 
+    def assert_heartbeat_stays_quiet(self, why: str) -> None:
+        """No heartbeat ping for 30 s, counted from 15 s on (a ping already on its way may land): `why` says whose."""
+        assert self.receiver is not None
+        time.sleep(15)
+        quiet = time.time()
+        time.sleep(30)
+        assert self.receiver.pings_since(quiet) == 0, why
+
     def start_receivers(self) -> None:
         """Local HTTP and SMTP receivers, and the heartbeat and alert URLs that point at them; then both stacks
         as they will be deployed (the owner's first up as well) are checked by the program's rules

@@ -14,11 +14,11 @@ IS_OWNER=@IS_OWNER@
 # no host creates a repository: a gateway that answers "empty" (189 login expired, storage pointed at
 # another folder, a listing glitch) must not get a new kopia.repository over the old one.
 CREATE_REQUESTED=@CREATE_REQUESTED@
-# A source pauses containers (kopia.sources[].pause): Kopia's snapshot actions must run (below).
-ACTIONS_REQUIRED=@ACTIONS_REQUIRED@
 CREATE_REMINDER=@CREATE_REMINDER@
 SEEN_MARKER=@STATE_DIR@/repository-seen
 PREVIOUS_PASSWORD=$DEPLOY/@PREVIOUS_PASSWORD_ENV@
+# A source pauses containers (kopia.sources[].pause): Kopia's snapshot actions must run (below).
+ACTIONS_REQUIRED=@ACTIONS_REQUIRED@
 
 log() { printf 'kopia-start: %s\n' "$*" >&2; }
 die() { printf 'kopia-start: FATAL: %s\n' "$*" >&2; exit 1; }

@@ -25,6 +25,7 @@ import pytest
 from components import dumps, render
 from components.config import DUMPS_DIR, BackupSource, StackConfig, load_stack_config
 from components.dumps import RunningContainer
+from testbed import infra
 from testbed.mocks import stack_config, unwrap_all
 from tests.dump_status import status_line
 from tests.shell_lint import assert_posix_sh_and_shellcheck_clean
@@ -69,11 +70,9 @@ def write_atomically(path: Path, text: str) -> None:
     tmp.rename(path)
 
 
-def wait_until(condition: Callable[[], object], timeout: float = 15, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what or condition}"
-        time.sleep(0.05)
+def wait_until(what: str, condition: Callable[[], object], timeout: float = 15) -> None:
+    """The suite's own poll (testbed.infra.wait_until), at the pace of scripts that act within a second."""
+    infra.wait_until(what, condition, timeout, interval=0.05)
 
 
 # ---------------------------------------------------------------- config
@@ -202,7 +201,7 @@ def test_without_a_pause_there_is_no_host_entry_and_policy_json_is_todays(stack)
 def test_a_pause_adds_one_host_entry_running_the_action_before_and_after_each_snapshot_root():
     config = sakamoto_pausing()
     sources = config.kopia.sources
-    assert [(i, s.path) for i, s in render.paused_sources(sources)] == [(1, COMPOSE_SOURCE)]
+    assert [(i, s.path, p) for i, s, p in render.paused_sources(sources)] == [(1, COMPOSE_SOURCE, sources[1].pause)]
     entries = render.pause_policy_entries(config.identity, sources, PAUSER)
     action = {
         "script": render.render_pause_action(config.identity, sources, PAUSER),
@@ -494,7 +493,7 @@ class Pauser:
     def answer_to(self, snapshot: str, timeout: float = 15) -> list[str]:
         """The pauser's answer line for `snapshot`: [outcome, id, *reason words]."""
         path = self.dirs["pause"] / f"{KEY}.answer"
-        wait_until(lambda: path.exists() and path.read_text().split()[1:2] == [snapshot], timeout, f"answer {snapshot}")
+        wait_until(f"answer {snapshot}", lambda: path.exists() and path.read_text().split()[1:2] == [snapshot], timeout)
         return path.read_text().split()
 
     def status(self) -> tuple[str, int, str]:
@@ -534,7 +533,9 @@ def running_pauser(dirs: dict[str, Path], sources: list[BackupSource] | None = N
             start_new_session=True,
         )
     try:
-        wait_until(lambda: "serving pause requests for" in log.read_text() or process.poll() is not None)
+        wait_until(
+            "the pauser to serve", lambda: "serving pause requests for" in log.read_text() or process.poll() is not None
+        )
         assert process.poll() is None, log.read_text()
         yield Pauser(dirs, process, log)
     finally:
@@ -613,7 +614,7 @@ def test_a_pause_then_a_resume_freeze_the_containers_in_order_and_leave_an_ok_st
         assert not (pauser_dirs["pause"] / f"{KEY}.request").exists()  # taken
         time.sleep(1.2)
         pauser.ask("resume", snapshot)
-        wait_until(lambda: pauser.answer_to(snapshot)[0] == "resumed")
+        wait_until("resumed", lambda: pauser.answer_to(snapshot)[0] == "resumed")
         assert engine.paused == set()
         assert engine.pauses()[2:] == ["unpause paperless", "unpause paperless-redis"]
         outcome, at, details = pauser.status()
@@ -679,10 +680,10 @@ def test_a_pause_that_outlives_max_seconds_is_ended_and_reported(pauser_dirs):
         pauser.ask("pause", snapshot)
         assert pauser.answer_to(snapshot)[0] == "paused"
         paused_at = time.monotonic()
-        wait_until(lambda: not engine.paused, timeout=15, what="the pause to be ended")
+        wait_until("the pause to be ended", lambda: not engine.paused)
         assert time.monotonic() - paused_at >= 1.5  # ended by maxSeconds, not at once
         assert engine.pauses()[-2:] == ["unpause paperless", "unpause paperless-redis"]
-        wait_until(lambda: (pauser_dirs["sources"] / KEY / "pause.status").exists())
+        wait_until("a status line", lambda: (pauser_dirs["sources"] / KEY / "pause.status").exists())
         outcome, _at, details = pauser.status()
         assert outcome == "failed"
         assert details.startswith("the pause of paperless paperless-redis outlived maxSeconds (3 s) and was ended")
@@ -690,7 +691,7 @@ def test_a_pause_that_outlives_max_seconds_is_ended_and_reported(pauser_dirs):
         assert stat.S_ISFIFO(pauser.failed_marker.lstat().st_mode)
         # Kopia's late resume is answered, and does not turn the failure into a success.
         pauser.ask("resume", snapshot)
-        wait_until(lambda: pauser.answer_to(snapshot)[0] == "resumed")
+        wait_until("resumed", lambda: pauser.answer_to(snapshot)[0] == "resumed")
         assert pauser.status()[0] == "failed"
 
 
